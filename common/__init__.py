@@ -1,0 +1,1 @@
+"""Code shared by training, export and serving."""

@@ -1,0 +1,38 @@
+"""Shared fixtures: where the official data lives, and how to run the toolkit's commands."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("TOOLKIT_DATA", ROOT.parent / "shared" / "data"))
+
+
+def _require(path: Path) -> Path:
+    """Return ``path``; if missing, fail under CI (tests must not silently skip) else skip."""
+    if path.exists():
+        return path
+    message = f"shared data missing: {path} (copy the official files from ../shared/data, see README)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Folder holding ``mnist/`` and ``uci_housing/`` with the official files."""
+    _require(SHARED_DATA / "mnist" / "t10k-images-idx3-ubyte.gz")
+    return _require(SHARED_DATA / "uci_housing" / "housing.data").parent.parent
+
+
+def run_module(*args: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m <args>`` from the project root, capturing output."""
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"python -m {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc

@@ -1,0 +1,105 @@
+"""Checkpoints are refused with a reason when broken or foreign, and never start a run silently."""
+import json
+
+import pytest
+
+import train
+from train import checkpoint
+from train.errors import CheckpointError
+
+from .conftest import run_module
+
+
+@pytest.fixture(scope="module")
+def housing_run(data_dir, tmp_path_factory):
+    """A finished 3-epoch housing run (three checkpoints + best)."""
+    out = tmp_path_factory.mktemp("housing")
+    train.run(train.TrainConfig("housing", data_dir=str(data_dir), output=str(out), epochs=3, progress=False))
+    return out
+
+
+def ckpts(out):
+    return sorted((out / "checkpoints").glob("ckpt-*.pdckpt"))
+
+
+def test_layout_and_contents(housing_run):
+    files = ckpts(housing_run)
+    assert len(files) == 3 and (housing_run / "checkpoints" / "best.pdckpt").is_file()
+    assert (housing_run / "checkpoints" / "latest").read_text().strip() == files[-1].name
+    state = checkpoint.load(files[-1], "housing", "linear")
+    assert state["progress"]["epoch"] == 3 and state["progress"]["global_step"] == 3 * 12
+    assert {"python", "numpy", "paddle"} <= set(state["rng"])
+    assert "LR_Scheduler" in state["optimizer_state"]
+    assert state["config"]["lr"] == 0.05 and len(state["stats"]["feature_mean"]) == 13
+    assert len(state["progress"]["history"]) == 3
+
+
+def test_truncated_checkpoint_refused(housing_run, tmp_path):
+    bad = tmp_path / "t.pdckpt"
+    bad.write_bytes(ckpts(housing_run)[-1].read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        checkpoint.load(bad)
+
+
+def test_flipped_byte_refused(housing_run, tmp_path):
+    data = bytearray(ckpts(housing_run)[-1].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "f.pdckpt"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        checkpoint.load(bad)
+
+
+def test_foreign_file_refused(tmp_path):
+    bad = tmp_path / "x.pdckpt"
+    bad.write_bytes(b"PK\x03\x04 definitely a zip file")
+    with pytest.raises(CheckpointError, match="not a toolkit checkpoint"):
+        checkpoint.load(bad)
+
+
+def test_other_task_refused(housing_run):
+    with pytest.raises(CheckpointError, match="is a housing/linear checkpoint, not mnist"):
+        checkpoint.load(ckpts(housing_run)[-1], task="mnist")
+    with pytest.raises(CheckpointError, match="not housing/mlp"):
+        checkpoint.load(ckpts(housing_run)[-1], task="housing", model="mlp")
+
+
+def test_resume_auto_falls_back_past_corrupt_latest(housing_run, data_dir, tmp_path):
+    out = tmp_path / "run"
+    run_module("train", "housing", "--epochs", "3", "--data-dir", str(data_dir), "--output", str(out), "--no-progress")
+    newest = ckpts(out)[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # as if the disk had been cut mid-write
+    proc = run_module("train", "housing", "--epochs", "4", "--resume", "auto", "--data-dir", str(data_dir),
+                      "--output", str(out), "--no-progress")
+    assert "truncated or corrupt" in proc.stdout and "falling back" in proc.stdout
+    assert "resuming from" in proc.stdout and "ckpt-000000024" in proc.stdout  # epoch 2's checkpoint
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_resume_refuses_when_nothing_is_usable(data_dir, tmp_path):
+    out = tmp_path / "run"
+    run_module("train", "housing", "--epochs", "1", "--data-dir", str(data_dir), "--output", str(out), "--no-progress")
+    for path in ckpts(out):
+        path.write_bytes(b"garbage")
+    proc = run_module("train", "housing", "--resume", "--data-dir", str(data_dir), "--output", str(out), check=False)
+    assert proc.returncode == 2 and "no usable checkpoint" in proc.stderr
+
+
+def test_existing_run_not_overwritten_without_resume(housing_run, data_dir):
+    before = {p.name: p.stat().st_mtime_ns for p in ckpts(housing_run)}
+    proc = run_module("train", "housing", "--data-dir", str(data_dir), "--output", str(housing_run), check=False)
+    assert proc.returncode == 2 and "already holds checkpoints" in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in ckpts(housing_run)} == before
+
+
+def test_resume_refuses_changed_identity(housing_run, data_dir):
+    proc = run_module("train", "housing", "--resume", "--lr", "0.1", "--data-dir", str(data_dir),
+                      "--output", str(housing_run), check=False)
+    assert proc.returncode == 2 and "--lr 0.1 (checkpoint: 0.05)" in proc.stderr
+
+
+def test_resume_path_of_other_model_refused(housing_run, data_dir, tmp_path):
+    proc = run_module("train", "housing", "--model", "mlp", "--resume", str(ckpts(housing_run)[-1]),
+                      "--data-dir", str(data_dir), "--output", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "not housing/mlp" in proc.stderr

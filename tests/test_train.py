@@ -1,0 +1,88 @@
+"""Training end to end on the real data: convergence, outputs a person looks at, CLI errors."""
+import json
+
+import numpy as np
+import pytest
+
+import train
+from train.data import load_housing
+
+from .conftest import run_module
+
+
+def closed_form_test_mse(data_dir, val_size: int) -> float:
+    """Least-squares optimum fit on exactly the rows training uses, scored on the test rows."""
+    s = load_housing(str(data_dir), val_size)
+    design = lambda x: np.c_[x, np.ones(len(x))]  # noqa: E731
+    w = np.linalg.lstsq(design(s.train.x), s.train.y, rcond=None)[0]
+    err = (design(s.test.x) @ w - s.test.y) * s.stats["target_std"]
+    return float(np.mean(err ** 2))
+
+
+def test_closed_form_matches_course_figure(data_dir):
+    # The course's split (first 404 rows, train-only normalisation) gives test MSE 32.80.
+    assert closed_form_test_mse(data_dir, 0) == pytest.approx(32.80, abs=0.01)
+
+
+def test_housing_reaches_least_squares_optimum(data_dir, tmp_path):
+    result = train.run(train.TrainConfig("housing", data_dir=str(data_dir), output=str(tmp_path), progress=False))
+    optimum = closed_form_test_mse(data_dir, 40)
+    final = result["final"]
+    assert abs(final["test_mse"] - optimum) / optimum < 0.10, (final["test_mse"], optimum)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 101))
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["optimizer"] == "sgd" and saved["epochs"] == 100 and saved["model"] == "linear"
+
+
+def test_mnist_short_run_learns(data_dir, tmp_path):
+    # 4000 real training images, 2 epochs of the course CNN: well above chance (10%).
+    proc = run_module("train", "mnist", "--model", "course_cnn", "--train-subset", "4000", "--epochs", "2",
+                      "--optimizer", "adam", "--lr", "0.002", "--data-dir", str(data_dir),
+                      "--output", str(tmp_path), "--log", "visualdl", "--no-progress")
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["test_acc"] > 0.90, rows[-1]
+    assert "epoch 2/2" in proc.stdout
+    assert list((tmp_path / "vdl").iterdir()), "VisualDL wrote no log"
+
+
+def test_cli_help_explains_every_flag():
+    out = run_module("train", "--help").stdout
+    for flag in ("--model", "--epochs", "--batch-size", "--optimizer", "--lr", "--lr-schedule", "--warmup-epochs",
+                 "--weight-decay", "--dropout", "--seed", "--device", "--num-workers", "--data-dir", "--output",
+                 "--resume", "--eval-every", "--early-stop", "--log", "--save-every-steps", "--amp"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--model", "resnet"], "unknown model 'resnet'"),
+    (["--device", "gpu"], "no CUDA"),
+    (["--dropout", "0.5", "--model", "linear"], "has no dropout"),
+])
+def test_cli_rejects_bad_flags(tmp_path, data_dir, args, message):
+    task = "housing" if "linear" in args else "mnist"
+    proc = run_module("train", task, *args, "--data-dir", str(data_dir), "--output", str(tmp_path), check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_names_file_and_folder(tmp_path):
+    proc = run_module("train", "housing", "--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"),
+                      check=False)
+    assert proc.returncode == 2
+    assert "housing.data not found in" in proc.stderr and str(tmp_path / "nowhere") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_early_stopping_uses_validation(data_dir, tmp_path):
+    # A huge learning rate cannot improve for long: patience 2 stops well before 50 epochs.
+    result = train.run(train.TrainConfig("housing", data_dir=str(data_dir), output=str(tmp_path), epochs=50,
+                                         lr=0.5, lr_schedule="constant", early_stop=2, progress=False))
+    assert result["final"]["epoch"] < 50
+    assert result["best"]["epoch"] == result["final"]["epoch"] - 2

@@ -1,0 +1,295 @@
+"""The training run, as a plain function: ``run(TrainConfig("mnist")) -> metrics``.
+
+Read top to bottom: set up the device and data, build (or restore) model and optimizer, then
+epochs of train -> evaluate -> log -> checkpoint, until the last epoch or early stopping.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+import paddle.nn.functional as F
+from tqdm.auto import tqdm
+
+from common.atomic import atomic_write_text
+from models import build_model
+
+from . import checkpoint
+from .config import TrainConfig, resolve
+from .data import Splits, eval_loader, load_splits, train_loader
+from .errors import CheckpointError, ConfigError
+from .optim import build_optimizer, build_schedule
+from .report import VisualDLWriter, epoch_line, plot_curves, write_metrics
+
+EVAL_BATCH = 1000
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint so a resume continues from exactly here."""
+
+    epoch: int = 0           # epoch in progress (0-based)
+    step_in_epoch: int = 0   # batches of it already trained: the data-order position
+    global_step: int = 0
+    loss_sum: float = 0.0    # running sums of the epoch in progress
+    samples: int = 0
+    seconds: float = 0.0
+    history: list = field(default_factory=list)  # one dict per finished epoch
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_evals: int = 0       # evaluations since the last improvement (early stopping)
+
+
+def log(msg: str) -> None:
+    """Print on rank 0 only (every rank runs this code under the launcher)."""
+    if dist.get_rank() == 0:
+        print(msg, flush=True)
+
+
+def setup_device(name: str, amp: bool) -> str:
+    """``paddle.set_device`` for cpu/gpu/auto; the launcher picks each process's GPU."""
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if name == "gpu" and not has_gpu:
+        raise ConfigError("--device gpu, but this Paddle has no CUDA or sees no GPU "
+                          "(install paddlepaddle-gpu as the README says, or use --device cpu)")
+    device = "gpu" if name == "gpu" or (name == "auto" and has_gpu) else "cpu"
+    if amp and device != "gpu":
+        raise ConfigError("--amp needs a GPU (float16 autocast); drop it on CPU")
+    paddle.set_device(device)
+    if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1 and not dist.is_initialized():
+        dist.init_parallel_env()  # gloo on CPU, NCCL on GPUs
+    return device
+
+
+def find_checkpoint(config: TrainConfig, out: Path) -> dict | None:
+    """The checkpoint to resume from, or None for a fresh run (never silently)."""
+    folder = out / "checkpoints"
+    if config.resume in (None, ""):
+        if checkpoint.candidates(folder):
+            raise ConfigError(f"{out} already holds checkpoints; pass --resume auto to continue that run, "
+                              "or choose another --output")
+        return None
+    if config.resume == "auto":
+        state = checkpoint.find_resumable(folder, config.task, config.model, say=log)
+        if state is None:
+            log(f"[train] --resume auto: no checkpoint in {folder} yet; starting a new run")
+        return state
+    state = checkpoint.load(config.resume, config.task, config.model)
+    state["path"] = str(config.resume)
+    return state
+
+
+def loss_fn(cfg: TrainConfig, out, y):
+    """Cross-entropy for digits (optionally with the course's double-softmax bug), MSE for prices."""
+    if cfg.task == "housing":
+        return F.mse_loss(out, y)
+    if cfg.softmax_before_loss:
+        out = F.softmax(out)  # cross_entropy applies softmax again: the bug the course warns about
+    return F.cross_entropy(out, y)
+
+
+@paddle.no_grad()
+def evaluate(cfg: TrainConfig, model, dataset, stats: dict) -> dict:
+    """Loss and accuracy (digits) or MSE/MAE in $1000s (housing) over a whole dataset."""
+    model.eval()
+    total, loss_sum, correct, sq, ab = 0, 0.0, 0, 0.0, 0.0
+    for x, y in eval_loader(dataset, EVAL_BATCH):
+        out = model(x)
+        n = int(x.shape[0])
+        loss_sum += float(loss_fn(cfg, out, y)) * n
+        total += n
+        if cfg.task == "mnist":
+            correct += int((out.argmax(axis=1) == y.reshape([-1])).astype("int64").sum())
+        else:
+            err = (out - y) * stats["target_std"]
+            sq += float((err ** 2).sum())
+            ab += float(err.abs().sum())
+    model.train()
+    if cfg.task == "mnist":
+        return {"loss": loss_sum / total, "acc": correct / total}
+    return {"loss": loss_sum / total, "mse": sq / total, "mae": ab / total}
+
+
+def train_epoch(cfg, model, optimizer, schedule, scaler, loader, p: Progress, save_fn) -> bool:
+    """Train from ``p.step_in_epoch`` to the end of ``p.epoch``; True if ``--max-steps`` stopped it."""
+    sampler = loader.batch_sampler
+    sampler.set_epoch(p.epoch, p.step_in_epoch)
+    total = sampler.batches_per_epoch()
+    bar = tqdm(total=total, initial=p.step_in_epoch, unit="step", desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
+               disable=not cfg.progress or dist.get_rank() != 0, dynamic_ncols=True, leave=False)
+    start = time.perf_counter()
+    model.train()
+    for x, y in loader:
+        with paddle.amp.auto_cast(enable=cfg.amp):
+            loss = loss_fn(cfg, model(x), y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        optimizer.clear_grad()
+        schedule.step()
+        p.global_step += 1
+        p.step_in_epoch += 1
+        p.loss_sum, p.samples = accumulate(p.loss_sum, p.samples, loss, int(x.shape[0]))
+        elapsed = time.perf_counter() - start
+        bar.update(1)
+        bar.set_postfix(loss=f"{p.loss_sum / p.samples:.4f}", lr=f"{schedule.get_lr():.2e}",
+                        samples_s=f"{p.samples / (p.seconds + elapsed):.0f}", refresh=False)
+        if cfg.max_steps and p.global_step >= cfg.max_steps:
+            p.seconds += time.perf_counter() - start
+            bar.close()
+            return True
+        if cfg.save_every_steps and p.global_step % cfg.save_every_steps == 0 and p.step_in_epoch < total:
+            p.seconds += time.perf_counter() - start
+            start = time.perf_counter()
+            save_fn(is_best=False)
+    p.seconds += time.perf_counter() - start
+    bar.close()
+    return False
+
+
+def accumulate(loss_sum: float, samples: int, loss, n: int) -> tuple[float, int]:
+    """Add a batch's loss to the epoch sums; data-parallel ranks add everyone's so all agree."""
+    if dist.get_world_size() > 1:
+        both = paddle.to_tensor([float(loss) * n, float(n)], dtype="float64")
+        dist.all_reduce(both)
+        total, count = both.numpy().tolist()
+        return loss_sum + total, samples + int(count)
+    return loss_sum + float(loss) * n, samples + n
+
+
+def improved(task: str, value: float, best: float | None) -> bool:
+    """Higher accuracy or lower MSE than the best so far."""
+    return best is None or (value > best if task == "mnist" else value < best)
+
+
+def end_of_epoch(cfg, model, splits: Splits, p: Progress, lr: float, partial: bool) -> dict:
+    """Evaluate (if due), append the epoch's row to the history and reset the running sums."""
+    row = {"epoch": p.epoch + 1, "epochs": cfg.epochs, "global_step": p.global_step, "lr": lr,
+           "train_loss": p.loss_sum / max(p.samples, 1), "epoch_seconds": p.seconds,
+           "samples_per_sec": p.samples / max(p.seconds, 1e-9)}
+    if partial:
+        row["partial"] = True
+    if (p.epoch + 1) % cfg.eval_every == 0 or p.epoch + 1 == cfg.epochs or partial:
+        for name, ds in (("val", splits.val), ("test", splits.test)):
+            if ds is not None:
+                row.update({f"{name}_{k}": v for k, v in evaluate(cfg, model, ds, splits.stats).items()})
+    p.history.append(row)
+    return row
+
+
+def weights_digest(net) -> str:
+    """Short sha256 of the trainable parameters: equal digests mean equal weights, bit for bit."""
+    h = hashlib.sha256()
+    for name, param in sorted(net.named_parameters()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(param.numpy()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def run(config: TrainConfig) -> dict:
+    """Train as configured and return the final and best metrics.
+
+    Raises ``TrainError`` subclasses for problems the user can fix (data, flags, checkpoints).
+    """
+    first = resolve(config)
+    out = Path(config.output or first.output)
+    saved = find_checkpoint(config, out)
+    cfg = resolve(dataclasses.replace(config, output=str(out)), saved["config"] if saved else None)
+    device = setup_device(cfg.device, cfg.amp)
+    rank0 = dist.get_rank() == 0
+
+    splits = load_splits(cfg.task, cfg.data_dir, cfg.val_size, cfg.train_subset)
+    if not saved:
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        paddle.seed(cfg.seed)
+    with paddle.utils.unique_name.guard():  # same parameter names in every run of this process
+        net = build_model(cfg.task, cfg.model, cfg.dropout)
+        loader = train_loader(splits.train, cfg.batch_size, cfg.seed, cfg.num_workers)
+        schedule = build_schedule(cfg, loader.batch_sampler.batches_per_epoch())
+        optimizer = build_optimizer(cfg, net.parameters(), schedule)
+    scaler = paddle.amp.GradScaler() if cfg.amp else None
+    model = paddle.DataParallel(net) if dist.get_world_size() > 1 else net
+
+    p = Progress()
+    if saved:
+        net.set_state_dict(saved["model_state"])
+        optimizer.set_state_dict(saved["optimizer_state"])
+        if scaler is not None and saved.get("scaler_state"):
+            scaler.load_state_dict(saved["scaler_state"])
+        p = Progress(**saved["progress"])
+        p.history = [row for row in p.history if not row.get("partial")]
+        checkpoint.set_rng_state(saved["rng"])
+        log(f"[train] resuming from {saved['path']}: epoch {p.epoch + 1}, step {p.step_in_epoch} "
+            f"of the epoch, global step {p.global_step}")
+
+    def save(is_best: bool) -> Path | None:
+        if not rank0:
+            return None
+        state = {"config": cfg.to_dict(), "model_state": net.state_dict(),
+                 "optimizer_state": optimizer.state_dict(),
+                 "scaler_state": scaler.state_dict() if scaler is not None else None,
+                 "progress": dataclasses.asdict(p), "rng": checkpoint.rng_state(), "stats": splits.stats}
+        return checkpoint.save(out / "checkpoints", state, cfg.keep_last, is_best)
+
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(
+            {**cfg.to_dict(), "paddle_version": paddle.__version__, "device": device,
+             "world_size": dist.get_world_size()}, indent=2) + "\n")
+        log(f"[train] {cfg.task}/{cfg.model} on {device} x{dist.get_world_size()}: "
+            f"{len(splits.train)} train, {len(splits.val) if splits.val else 0} val, {len(splits.test)} test "
+            f"samples -> {out}")
+    vdl = VisualDLWriter(out / "vdl") if cfg.log == "visualdl" and rank0 else None
+
+    while p.epoch < cfg.epochs:
+        stopped = train_epoch(cfg, model, optimizer, schedule, scaler, loader, p, save)
+        row = end_of_epoch(cfg, net, splits, p, schedule.get_lr(), partial=stopped)
+        key = "val_acc" if cfg.task == "mnist" else "val_mse"
+        is_best = False
+        if key in row:
+            is_best = improved(cfg.task, row[key], p.best_value)
+            if is_best:
+                p.best_value, p.best_epoch, p.bad_evals = row[key], row["epoch"], 0
+            else:
+                p.bad_evals += 1
+        elif splits.val is None:
+            is_best, p.best_epoch = True, row["epoch"]  # no validation split: the latest is the best
+        if not stopped:
+            p.epoch, p.step_in_epoch, p.loss_sum, p.samples, p.seconds = p.epoch + 1, 0, 0.0, 0, 0.0
+        if rank0:
+            save(is_best)
+            write_metrics(out / "metrics.jsonl", p.history)
+            plot_curves(out / "curves.png", p.history, cfg.task)
+            if vdl:
+                vdl.scalars(row["epoch"], {k: v for k, v in row.items() if k not in ("epoch", "epochs")})
+            log(epoch_line(row))
+        if stopped:
+            log(f"[train] --max-steps {cfg.max_steps} reached")
+            break
+        if cfg.early_stop and p.bad_evals >= cfg.early_stop:
+            log(f"[train] early stop: no better validation score for {p.bad_evals} evaluations "
+                f"(best at epoch {p.best_epoch})")
+            break
+    if vdl:
+        vdl.close()
+    digest = weights_digest(net)
+    if dist.get_world_size() > 1:  # every rank says it, so a user (and the tests) can compare them
+        print(f"[train] rank {dist.get_rank()}/{dist.get_world_size()}: weights sha256 {digest}", flush=True)
+    best = next((r for r in p.history if r["epoch"] == p.best_epoch), None)
+    return {"output": str(out), "final": p.history[-1] if p.history else None, "best": best,
+            "best_checkpoint": str(out / "checkpoints" / f"best{checkpoint.SUFFIX}"),
+            "global_step": p.global_step, "weights_sha256": digest}

@@ -1,0 +1,64 @@
+"""What a run shows a person: per-epoch lines, metrics.jsonl, a curves PNG, VisualDL scalars."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from common.atomic import atomic_write_bytes, atomic_write_text
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """Rewrite ``metrics.jsonl`` from the history (so a resumed run never duplicates a line)."""
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in history))
+
+
+def plot_curves(path: Path, history: list[dict], task: str) -> None:
+    """Loss and metric per epoch, train/val/test, as a PNG (matplotlib's Agg canvas, no display)."""
+    from matplotlib.figure import Figure  # the object API: no pyplot state, about 0.1 s a plot
+
+    metric = "acc" if task == "mnist" else "mse"
+    marker = "o" if len(history) <= 30 else None
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_metric = fig.subplots(1, 2)
+    for ax, keys in ((ax_loss, ("train_loss", "val_loss")), (ax_metric, (f"val_{metric}", f"test_{metric}"))):
+        for key in keys:
+            pts = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), "--" if key == "val_loss" else "-", marker=marker, label=key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_loss.set_title("loss" + (" (normalised units)" if task == "housing" else ""))
+    ax_metric.set_title("accuracy" if metric == "acc" else "MSE ($1000s squared)")
+    if task == "housing":
+        ax_loss.set_yscale("log")
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.2)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class VisualDLWriter:
+    """Thin holder for a VisualDL ``LogWriter`` (imported only when ``--log visualdl``)."""
+
+    def __init__(self, logdir: Path):
+        from visualdl import LogWriter
+        self.writer = LogWriter(logdir=str(logdir))
+
+    def scalars(self, step: int, values: dict) -> None:
+        for tag, value in values.items():
+            if isinstance(value, (int, float)):
+                self.writer.add_scalar(tag=tag, step=step, value=value)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def epoch_line(row: dict) -> str:
+    """One human line per epoch."""
+    keys = [k for k in ("train_loss", "val_loss", "val_acc", "val_mse", "val_mae", "test_acc", "test_mse", "test_mae")
+            if row.get(k) is not None]
+    parts = [f"{k}={row[k]:.4f}" for k in keys]
+    return (f"[train] epoch {row['epoch']}/{row['epochs']} " + " ".join(parts)
+            + f" lr={row['lr']:.3g} {row['samples_per_sec']:.0f} samples/s {row['epoch_seconds']:.1f}s")
