@@ -1,0 +1,48 @@
+"""Write one benchmark's section of docs/BENCHMARKS.md, leaving the other benchmarks' sections alone."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+HEADER = ("# Benchmarks\n\nEvery section below is written by a script in `bench/`, with the command that "
+          "made it, the machine and the date. Figures in one section come from one run, so compare "
+          "within a section (ratios), not across sections or machines.\n")
+
+
+def machine() -> str:
+    """One line describing where the figures were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import paddle
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, Paddle {paddle.__version__}"
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=BENCHMARKS.parent).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def update_section(name: str, title: str, command: str, body: str) -> None:
+    """Replace (or append) the section ``name`` with ``body`` and a standard provenance block."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (f"<!-- bench:{name} -->\n## {title}\n\n- command: `{command}`\n- machine: {machine()}\n"
+               f"- date: {stamp}, commit {git_revision()}\n\n{body.strip()}\n<!-- /bench:{name} -->\n")
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->\n", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
+    BENCHMARKS.write_text(text)

@@ -1,0 +1,141 @@
+"""An exported inference bundle: the folder ``python -m export`` writes and the server loads.
+
+Layout (everything a server needs, nothing from ``train/`` or ``models/``)::
+
+    inference.json | inference.pdmodel   static graph (PIR JSON from Paddle 3, or legacy protobuf)
+    inference.pdiparams                  weights
+    inference.onnx                       optional, with --onnx
+    inference.yml                        model name, task, inputs, preprocessing, postprocessing
+    manifest.json                        sha256 of every file, provenance, metrics, parity figures
+
+This module is the one reader of that format, imported by export (to check what it wrote) and by
+serve (to load it).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+PREFIX = "inference"
+CONFIG_FILE = "inference.yml"
+MANIFEST_FILE = "manifest.json"
+BUNDLE_FORMAT = "paddle-toolkit-bundle/1"
+GRAPH_FILES = ("inference.json", "inference.pdmodel")  # Paddle Inference tries them in this order
+
+
+class BundleError(Exception):
+    """A bundle that is incomplete, altered or unreadable; the message says which file and why."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A verified bundle: its folder, ``inference.yml`` (``info``) and ``manifest.json``."""
+
+    path: Path
+    info: dict
+    manifest: dict
+
+    @property
+    def task(self) -> str:
+        return self.info["Global"]["task"]
+
+    @property
+    def model_name(self) -> str:
+        return self.info["Global"]["model_name"]
+
+    @property
+    def input(self) -> dict:
+        return self.info["Inputs"][0]
+
+    @property
+    def graph_file(self) -> Path:
+        return next(self.path / name for name in GRAPH_FILES if (self.path / name).is_file())
+
+    @property
+    def onnx_file(self) -> Path | None:
+        path = self.path / f"{PREFIX}.onnx"
+        return path if path.is_file() else None
+
+
+def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Load a bundle's YAML and manifest; with ``verify``, check every file's sha256.
+
+    Raises ``BundleError`` naming the problem (missing file, checksum mismatch, bad YAML).
+    """
+    path = Path(path)
+    for name in (CONFIG_FILE, MANIFEST_FILE, f"{PREFIX}.pdiparams"):
+        if not (path / name).is_file():
+            raise BundleError(f"{path} is not a complete bundle: {name} is missing")
+    if not any((path / name).is_file() for name in GRAPH_FILES):
+        raise BundleError(f"{path} has no model graph ({' or '.join(GRAPH_FILES)})")
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+        info = yaml.safe_load((path / CONFIG_FILE).read_text())
+    except (ValueError, yaml.YAMLError) as exc:
+        raise BundleError(f"{path}: unreadable {MANIFEST_FILE} or {CONFIG_FILE}: {exc}") from exc
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: unknown bundle format {manifest.get('format')!r}")
+    if verify:
+        for name, digest in manifest["files"].items():
+            file = path / name
+            if not file.is_file():
+                raise BundleError(f"{path}: {name} is listed in the manifest but missing")
+            if sha256_file(file) != digest:
+                raise BundleError(f"{path}: {name} does not match its sha256 in the manifest (altered or damaged)")
+    return Bundle(path, info, manifest)
+
+
+def predictor_config(bundle: Bundle, device: str = "cpu", threads: int = 1, mkldnn: bool = True,
+                     ir_optim: bool = True, memory_optim: bool = True, tensorrt: bool = False,
+                     gpu_mem_mb: int = 256, gpu_id: int = 0):
+    """A ``paddle.inference.Config`` for the bundle: ``Config(dir, "inference")`` finds .json or .pdmodel."""
+    from paddle import inference
+
+    config = inference.Config(str(bundle.path), PREFIX)
+    if device == "gpu":
+        config.enable_use_gpu(gpu_mem_mb, gpu_id)
+        if tensorrt:
+            config.enable_tensorrt_engine(workspace_size=1 << 28, max_batch_size=64, min_subgraph_size=3,
+                                          precision_mode=inference.PrecisionType.Float32,
+                                          use_static=False, use_calib_mode=False)
+    else:
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(threads)
+        if mkldnn:
+            config.enable_mkldnn()
+        else:
+            config.disable_mkldnn()
+    config.switch_ir_optim(ir_optim)
+    if memory_optim:
+        config.enable_memory_optim()
+    config.disable_glog_info()
+    return config
+
+
+def create_predictor(bundle: Bundle, **options):
+    """A ready ``paddle.inference`` predictor for the bundle (options as in ``predictor_config``)."""
+    from paddle import inference
+
+    return inference.create_predictor(predictor_config(bundle, **options))
+
+
+def run_predictor(predictor, batch) -> "np.ndarray":  # noqa: F821
+    """One zero-copy inference call: copy ``batch`` in, run, copy the first output out."""
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(batch.shape))
+    handle.copy_from_cpu(batch)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
