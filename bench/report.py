@@ -25,7 +25,9 @@ def machine() -> str:
     except OSError:
         pass
     import paddle
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, Paddle {paddle.__version__}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, Paddle {paddle.__version__}; "
+            f"load average when written: {load} (other work on the machine slows every row alike)")
 
 
 def git_revision() -> str:

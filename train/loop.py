@@ -26,7 +26,7 @@ from models import build_model
 from . import checkpoint
 from .config import TrainConfig, resolve
 from .data import Splits, eval_loader, load_splits, train_loader
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .optim import build_optimizer, build_schedule
 from .report import VisualDLWriter, epoch_line, plot_curves, write_metrics
 
@@ -170,9 +170,33 @@ def accumulate(loss_sum: float, samples: int, loss, n: int) -> tuple[float, int]
     return loss_sum + float(loss) * n, samples + n
 
 
-def improved(task: str, value: float, best: float | None) -> bool:
-    """Higher accuracy or lower MSE than the best so far."""
-    return best is None or (value > best if task == "mnist" else value < best)
+def update_best(task: str, row: dict, p: Progress, has_val: bool) -> bool:
+    """Track the best validation score (higher accuracy, lower MSE); True if ``row`` is the new best."""
+    key = "val_acc" if task == "mnist" else "val_mse"
+    if not has_val:
+        p.best_epoch = row["epoch"]  # no validation split: the latest is the best we can say
+        return True
+    if key not in row:  # not evaluated this epoch (--eval-every)
+        return False
+    if p.best_value is None or (row[key] > p.best_value if task == "mnist" else row[key] < p.best_value):
+        p.best_value, p.best_epoch, p.bad_evals = row[key], row["epoch"], 0
+        return True
+    p.bad_evals += 1
+    return False
+
+
+def restore(saved: dict, net, optimizer, scaler) -> Progress:
+    """Load a checkpoint's weights, optimizer (with its LR schedule), scaler and RNG states."""
+    net.set_state_dict(saved["model_state"])
+    optimizer.set_state_dict(saved["optimizer_state"])
+    if scaler is not None and saved.get("scaler_state"):
+        scaler.load_state_dict(saved["scaler_state"])
+    p = Progress(**saved["progress"])
+    p.history = [row for row in p.history if not row.get("partial")]  # a --max-steps stop's row
+    checkpoint.set_rng_state(saved["rng"])
+    log(f"[train] resuming from {saved['path']}: epoch {p.epoch + 1}, step {p.step_in_epoch} "
+        f"of the epoch, global step {p.global_step}")
+    return p
 
 
 def end_of_epoch(cfg, model, splits: Splits, p: Progress, lr: float, partial: bool) -> dict:
@@ -224,17 +248,7 @@ def run(config: TrainConfig) -> dict:
     scaler = paddle.amp.GradScaler() if cfg.amp else None
     model = paddle.DataParallel(net) if dist.get_world_size() > 1 else net
 
-    p = Progress()
-    if saved:
-        net.set_state_dict(saved["model_state"])
-        optimizer.set_state_dict(saved["optimizer_state"])
-        if scaler is not None and saved.get("scaler_state"):
-            scaler.load_state_dict(saved["scaler_state"])
-        p = Progress(**saved["progress"])
-        p.history = [row for row in p.history if not row.get("partial")]
-        checkpoint.set_rng_state(saved["rng"])
-        log(f"[train] resuming from {saved['path']}: epoch {p.epoch + 1}, step {p.step_in_epoch} "
-            f"of the epoch, global step {p.global_step}")
+    p = restore(saved, net, optimizer, scaler) if saved else Progress()
 
     def save(is_best: bool) -> Path | None:
         if not rank0:
@@ -258,16 +272,7 @@ def run(config: TrainConfig) -> dict:
     while p.epoch < cfg.epochs:
         stopped = train_epoch(cfg, model, optimizer, schedule, scaler, loader, p, save)
         row = end_of_epoch(cfg, net, splits, p, schedule.get_lr(), partial=stopped)
-        key = "val_acc" if cfg.task == "mnist" else "val_mse"
-        is_best = False
-        if key in row:
-            is_best = improved(cfg.task, row[key], p.best_value)
-            if is_best:
-                p.best_value, p.best_epoch, p.bad_evals = row[key], row["epoch"], 0
-            else:
-                p.bad_evals += 1
-        elif splits.val is None:
-            is_best, p.best_epoch = True, row["epoch"]  # no validation split: the latest is the best
+        is_best = update_best(cfg.task, row, p, has_val=splits.val is not None)
         if not stopped:
             p.epoch, p.step_in_epoch, p.loss_sum, p.samples, p.seconds = p.epoch + 1, 0, 0.0, 0, 0.0
         if rank0:
