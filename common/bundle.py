@@ -99,12 +99,18 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
 
 
 def predictor_config(bundle: Bundle, device: str = "cpu", threads: int = 1, mkldnn: bool = True,
-                     ir_optim: bool = True, memory_optim: bool = True, tensorrt: bool = False,
+                     ir_optim: bool = True, memory_optim: bool = False, tensorrt: bool = False,
                      gpu_mem_mb: int = 256, gpu_id: int = 0):
-    """A ``paddle.inference.Config`` for the bundle: ``Config(dir, "inference")`` finds .json or .pdmodel."""
+    """A ``paddle.inference.Config`` for the bundle's graph (.json or .pdmodel) and weights.
+
+    ``memory_optim`` is off by default: on Paddle 3.3 PIR programs, ``enable_memory_optim()`` makes
+    ``create_predictor`` fail ("Not find predictor_id 0 and pass_name memory_optimize_pass").
+    """
     from paddle import inference
 
-    config = inference.Config(str(bundle.path), PREFIX)
+    # Name both files: on Paddle 3.3 ``Config(dir, "inference")`` only looks for inference.json,
+    # while this form loads the PIR .json and the legacy .pdmodel alike.
+    config = inference.Config(str(bundle.graph_file), str(bundle.path / f"{PREFIX}.pdiparams"))
     if device == "gpu":
         config.enable_use_gpu(gpu_mem_mb, gpu_id)
         if tensorrt:

@@ -56,3 +56,19 @@ def housing_checkpoint(data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("housing-linear")
     train.run(train.TrainConfig("housing", data_dir=str(data_dir), output=str(out), progress=False))
     return out / "checkpoints" / "best.pdckpt"
+
+
+@pytest.fixture(scope="session")
+def mnist_bundle(mnist_checkpoint, tmp_path_factory) -> Path:
+    """Bundle exported from ``mnist_checkpoint`` (JSON graph, dynamic batch, parity-checked; ~10 s)."""
+    from export import export_checkpoint
+
+    return export_checkpoint(mnist_checkpoint, tmp_path_factory.mktemp("bundles") / "mnist-cnn")
+
+
+@pytest.fixture(scope="session")
+def housing_bundle(housing_checkpoint, tmp_path_factory) -> Path:
+    """Bundle exported from ``housing_checkpoint`` (JSON graph, dynamic batch, parity-checked)."""
+    from export import export_checkpoint
+
+    return export_checkpoint(housing_checkpoint, tmp_path_factory.mktemp("bundles") / "housing-linear")

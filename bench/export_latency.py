@@ -1,0 +1,227 @@
+"""Latency of an exported digit model: dygraph vs Paddle Inference vs onnxruntime, CPU.
+
+    nice python -m bench.export_latency [--checkpoint PATH ...] [--data-dir DIR]
+
+For each checkpoint (default: the default CNN and the course CNN, trained for a few steps here:
+weights do not change latency), exports a bundle with ONNX, then times one call at batch 1 and
+at batch 64 for: the dygraph model (1 and 2 math threads), the paddle.inference predictor
+(oneDNN on/off x 1 and 2 threads) and onnxruntime (1 and 2 intra-op threads). A call is what a
+server does per request: numpy in, numpy out. Median and p90 over many repetitions, after warm-up.
+A second table splits the batch-1 call into its parts, to explain the first.
+Writes the ``export_latency`` section of docs/BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+REPEATS = {1: 400, 64: 60}  # per setting; batch 64 calls take ~20x longer
+WARMUP = {1: 30, 64: 5}
+MODELS = ("cnn", "course_cnn")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.export_latency", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", action="append", help="digit checkpoint(s) to measure (default: train "
+                   "cnn and course_cnn for a few steps)")
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="MNIST folder for "
+                   "training the default checkpoints and for the parity check (default ../shared/data)")
+    p.add_argument("--no-write", action="store_true", help="print the tables, leave docs/BENCHMARKS.md alone")
+    return p.parse_args(argv)
+
+
+def quick_checkpoints(data_dir: str, folder: Path) -> list[Path]:
+    """A few training steps of each model in MODELS: real checkpoints, weights irrelevant for timing."""
+    import train
+
+    paths = []
+    for name in MODELS:
+        out = folder / name
+        train.run(train.TrainConfig("mnist", model=name, max_steps=5, train_subset=640, val_size=100,
+                                    data_dir=data_dir, output=str(out), progress=False))
+        paths.append(out / "checkpoints" / "best.pdckpt")
+    return paths
+
+
+def test_images(data_dir: str) -> dict[int, np.ndarray]:
+    """{1: one normalised MNIST test image, 64: the first 64}, as model inputs."""
+    import paddle
+
+    from common.digit_image import normalize
+    from train.data import MNIST_FILES, find_file
+
+    images, labels = (str(find_file(name, data_dir, "mnist")) for name in MNIST_FILES["test"])
+    ds = paddle.vision.datasets.MNIST(image_path=images, label_path=labels, mode="test", download=False,
+                                      backend="cv2")
+    pixels = np.asarray(ds.images[:64], dtype=np.uint8).reshape(-1, 28, 28)
+    return {1: np.ascontiguousarray(normalize(pixels[:1])), 64: normalize(pixels)}
+
+
+def timings(call, batch: int) -> tuple[float, float]:
+    """(median, p90) milliseconds of ``call()``."""
+    for _ in range(WARMUP[batch]):
+        call()
+    times = []
+    for _ in range(REPEATS[batch]):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3), float(np.percentile(times, 90) * 1e3)
+
+
+def runners(bundle: Path, checkpoint: Path):
+    """(runtime, setting, make(threads) -> call(x)) for every way of running the model."""
+    import paddle
+    import paddle.base.core as core
+
+    from common.bundle import run_predictor
+    from export.parity import open_predictor
+    from export.source import build_eval_model, load_source
+    from export.to_onnx import session
+    from export.wrap import wrap
+
+    source = load_source(checkpoint)
+    model = wrap(build_eval_model(source), source.task, source.stats)
+
+    def dygraph(threads):
+        core.set_num_threads(threads)
+
+        def call(x):
+            with paddle.no_grad():
+                return model(paddle.to_tensor(x)).numpy()
+        return call
+
+    def predictor(mkldnn):
+        def make(threads):
+            p = open_predictor(bundle, mkldnn=mkldnn, threads=threads)
+            return lambda x: run_predictor(p, x)
+        return make
+
+    def ort(threads):
+        sess = session(bundle / "inference.onnx", threads=threads)
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})[0]
+
+    return [("dygraph", "", dygraph), ("paddle.inference", "oneDNN on", predictor(True)),
+            ("paddle.inference", "oneDNN off", predictor(False)), ("onnxruntime", "", ort)]
+
+
+def measure(name: str, bundle: Path, checkpoint: Path, images: dict) -> list[dict]:
+    rows = []
+    for runtime, setting, make in runners(bundle, checkpoint):
+        for threads in (1, 2):
+            call = make(threads)
+            row = {"model": name, "runtime": runtime, "setting": setting, "threads": threads}
+            for batch, x in images.items():
+                row[batch] = timings(lambda: call(x), batch)
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def breakdown(bundle: Path, checkpoint: Path, x: np.ndarray) -> dict:
+    """Where a batch-1 call spends its time (1 thread): the graph itself vs the copies around it."""
+    import paddle
+    import paddle.base.core as core
+
+    from export.parity import open_predictor
+    from export.source import build_eval_model, load_source
+    from export.wrap import wrap
+
+    core.set_num_threads(1)
+    source = load_source(checkpoint)
+    model = wrap(build_eval_model(source), source.task, source.stats)
+    tensor = paddle.to_tensor(x)
+    out = {}
+    with paddle.no_grad():
+        out["dygraph: forward only"] = timings(lambda: model(tensor), 1)[0]
+        out["dygraph: to_tensor + numpy"] = timings(lambda: paddle.to_tensor(x).numpy(), 1)[0]
+    for mkldnn in (True, False):
+        p = open_predictor(bundle, mkldnn=mkldnn, threads=1)
+        handle = p.get_input_handle(p.get_input_names()[0])
+        handle.reshape(list(x.shape))
+        handle.copy_from_cpu(x)
+        output = p.get_output_handle(p.get_output_names()[0])
+        label = f"predictor, oneDNN {'on' if mkldnn else 'off'}"
+        out[f"{label}: run() only"] = timings(p.run, 1)[0]
+        out[f"{label}: copy in + copy out"] = timings(lambda: (handle.reshape(list(x.shape)), handle.copy_from_cpu(x),
+                                                              output.copy_to_cpu()), 1)[0]
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | runtime | setting | threads | batch 1 median (ms) | batch 1 p90 | batch 64 median (ms) "
+             "| batch 64 p90 | batch 1 vs dygraph (same threads) |", "|---|---|---|---|---|---|---|---|---|"]
+    base = {(r["model"], r["threads"]): r[1][0] for r in rows if r["runtime"] == "dygraph"}
+    for r in rows:
+        speed = base[(r["model"], r["threads"])] / r[1][0]
+        lines.append(f"| {r['model']} | {r['runtime']} | {r['setting']} | {r['threads']} | {r[1][0]:.3f} | "
+                     f"{r[1][1]:.3f} | {r[64][0]:.2f} | {r[64][1]:.2f} | {speed:.1f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from common.bundle import read_bundle
+    from export import export_checkpoint
+
+    images = test_images(args.data_dir)
+    rows, parts, start_load = [], {}, os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="export-latency-") as tmp:
+        if args.checkpoint:
+            checkpoints = [Path(c) for c in args.checkpoint]
+        else:
+            checkpoints = quick_checkpoints(args.data_dir, Path(tmp))
+        for ckpt in checkpoints:
+            bundle = export_checkpoint(ckpt, Path(tmp) / f"bundle-{len(parts)}", onnx=True, data_dir=args.data_dir)
+            name = read_bundle(bundle).model_name
+            rows += measure(name, bundle, ckpt, images)
+            parts[name] = breakdown(bundle, ckpt, images[1])
+    load = f"{start_load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    body = table(rows) + "\n\n" + explain(rows, parts, load)
+    print(body)
+    if not args.no_write:
+        from bench.report import update_section
+
+        command = "nice python -m bench.export_latency" + "".join(f" --checkpoint {c}" for c in args.checkpoint or [])
+        update_section("export_latency", "Export: dygraph vs Paddle Inference vs onnxruntime latency (CPU)",
+                       command, body)
+    return 0
+
+
+def explain(rows: list[dict], parts: dict, load: str) -> str:
+    """The batch-1 breakdown table and what it says about static vs dygraph."""
+    lines = ["Batch-1 call split into its parts (1 thread, median ms):", "",
+             "| model | part | median (ms) |", "|---|---|---|"]
+    for name, figures in parts.items():
+        lines += [f"| {name} | {part} | {ms:.3f} |" for part, ms in figures.items()]
+    slower = [r for r in rows if r["runtime"] == "paddle.inference" and r["setting"] == "oneDNN on"
+              and r[1][0] >= next(d[1][0] for d in rows if d["runtime"] == "dygraph" and d["model"] == r["model"]
+                                  and d["threads"] == r["threads"])]
+    lines += ["", f"Load average during the run (1 min, {os.cpu_count()} cores): {load}.", ""]
+    if not any(r["threads"] == 1 for r in slower):
+        lines.append("With 1 thread the predictor (oneDNN on) is faster than dygraph at batch 1 for every model: "
+                     "dygraph pays Python and per-operator dispatch on every call, the predictor runs one "
+                     "pre-planned graph with fused conv+bn+relu kernels; the copies in and out cost microseconds.")
+    if slower:
+        lines.append("It is NOT faster for: " + ", ".join(f"{r['model']} x{r['threads']} threads" for r in slower)
+                     + ". Why: at batch 1 each operator has microseconds of work, less than waking and joining "
+                     "a second thread, so the predictor is slower with 2 threads than with 1 (compare the rows), "
+                     "while dygraph's time barely changes with the setting; when the other core is busy with "
+                     "other jobs (see the load average), every parallel operator also waits for it. For single "
+                     "images, give each predictor 1 thread and run one predictor per worker.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
