@@ -1,0 +1,50 @@
+"""The app factory: ``create_app(config)`` for the development server, tests and gunicorn.
+
+``gunicorn 'serve.app:create_app()'`` calls it with no argument in each worker, so every setting
+can also come from ``SERVE_<KEY>`` environment variables (see serve/config.py).
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from . import config as settings_module
+from . import errors, metrics, openapi, page, predict, v2
+from .registry import Registry
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app: settings, error handling, metrics, the model registry, the blueprints.
+
+    Models load in a background thread: the app answers liveness at once and readiness
+    (``/v2/health/ready``) once every model is verified and warmed up.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_module.resolve(config)
+    if settings["DEVICE"] == "gpu":
+        _require_cuda()
+    app = Flask(__name__)
+    app.config["SERVE"] = settings
+    # Flask refuses larger bodies with a 413 before reading them.
+    app.config["MAX_CONTENT_LENGTH"] = int(settings["MAX_BODY_MB"] * 1024 * 1024)
+    app.json.sort_keys = False  # keep answers in the order written: digit before the ten probabilities
+
+    errors.init_app(app)
+    stats = metrics.Metrics()
+    metrics.init_app(app, stats)
+    registry = Registry(settings, stats)
+    app.extensions["registry"] = registry
+    for blueprint in (predict.bp, v2.bp, page.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    registry.start()
+    return app
+
+
+def _require_cuda() -> None:
+    """Refuse --device gpu at once, with the reason, on a CPU-only Paddle build."""
+    import paddle
+
+    if not paddle.device.is_compiled_with_cuda():
+        raise ValueError("--device gpu needs paddlepaddle-gpu; this Paddle build is CPU-only")

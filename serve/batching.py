@@ -1,0 +1,79 @@
+"""Opt-in dynamic batching: requests that arrive within a few milliseconds share one predictor call.
+
+As in Triton and TorchServe: a batcher thread per model takes the first waiting request, then
+keeps collecting for at most ``max_delay_ms`` or until ``max_batch`` samples, concatenates them,
+runs the backend once and hands each request its rows. Requests already as large as
+``max_batch`` skip the queue. Unlike a fixed delay, the batcher does not wait when no other
+request is being handled (``busy()`` counts them): a lone request runs at once, so dynamic
+batching costs nothing at concurrency 1. Whether it pays off is measured in bench/serve_load.py.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+
+
+class DynamicBatcher:
+    """Wraps a backend: ``run(batch)`` has the same meaning, calls are merged behind the scenes."""
+
+    def __init__(self, backend, max_batch: int, max_delay_ms: float, timeout_s: float, on_batch=None,
+                 busy=None):
+        self.backend, self.max_batch, self.delay = backend, max_batch, max_delay_ms / 1000.0
+        self.timeout, self.on_batch = timeout_s, on_batch
+        self.busy = busy or (lambda: max_batch)  # requests in this process that may still join a batch
+        self.queue: queue.Queue[tuple[np.ndarray, Future]] = queue.Queue()
+        self._held: tuple[np.ndarray, Future] | None = None  # a request that did not fit the last batch
+        threading.Thread(target=self._loop, name="batcher", daemon=True).start()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Queue ``batch`` and wait for its rows of the combined result."""
+        if len(batch) >= self.max_batch:
+            if self.on_batch:
+                self.on_batch(len(batch))
+            return self.backend.run(batch)
+        future: Future = Future()
+        self.queue.put((batch, future))
+        return future.result(timeout=self.timeout)
+
+    def _loop(self) -> None:
+        """Forever: collect one batch, run it, deliver the rows."""
+        while True:
+            items = self._collect()
+            batch = np.concatenate([x for x, _ in items]) if len(items) > 1 else items[0][0]
+            if self.on_batch:
+                self.on_batch(len(batch))
+            try:
+                out = self.backend.run(batch)
+            except Exception as exc:  # noqa: BLE001  delivered to every waiting request, which reports it
+                for _, future in items:
+                    future.set_exception(exc)
+                continue
+            start = 0
+            for x, future in items:
+                future.set_result(out[start:start + len(x)])
+                start += len(x)
+
+    def _collect(self) -> list[tuple[np.ndarray, Future]]:
+        """The next batch: the first request, then whatever arrives before the deadline and fits."""
+        first = self._held or self.queue.get()
+        self._held = None
+        items, size = [first], len(first[0])
+        deadline = time.perf_counter() + self.delay
+        while size < self.max_batch:
+            if self.queue.empty() and self.busy() <= len(items):
+                break  # nobody else is being handled: waiting would only add latency
+            remaining = deadline - time.perf_counter()
+            try:
+                item = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if size + len(item[0]) > self.max_batch:
+                self._held = item
+                break
+            items.append(item)
+            size += len(item[0])
+        return items

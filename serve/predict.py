@@ -1,0 +1,199 @@
+"""The friendly API: ``POST /predict/digit`` (images in) and ``POST /predict/house`` (features in).
+
+Inputs are decoded here, preprocessed exactly as in training (``common.digit_image`` for images, the
+bundle's mean/std for houses), and a request with several inputs runs as one predictor call.
+Choose a model other than the default one of the task with ``?model=NAME&version=N``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import time
+
+import numpy as np
+from flask import Blueprint, current_app, g, jsonify, request
+
+from common.digit_image import ImageError, preprocess
+
+from .errors import ApiError
+
+bp = Blueprint("predict", __name__, url_prefix="/predict")
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/webp")
+
+
+def settings() -> dict:
+    return current_app.config["SERVE"]
+
+
+def elapsed_ms() -> float:
+    """Milliseconds since the request arrived."""
+    return round((time.perf_counter() - g.started) * 1000.0, 3)
+
+
+def json_body():
+    """The parsed JSON body; 415 if it is not JSON, 400 if it does not parse."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "request body is not valid JSON")
+    return body
+
+
+def run_model(mv, batch: np.ndarray) -> tuple[np.ndarray, float]:
+    """Run ``batch`` through the model version; returns the output and its time in ms."""
+    metrics = current_app.extensions["metrics"]
+    if not settings()["DYNAMIC_BATCHING"]:
+        metrics.batch_size.labels(mv.name).observe(len(batch))  # the batcher reports its own
+    started = time.perf_counter()
+    out = mv.runner.run(batch)
+    seconds = time.perf_counter() - started
+    metrics.inference.labels(mv.name).observe(seconds)
+    return out, round(seconds * 1000.0, 3)
+
+
+# ---- digits ---------------------------------------------------------------------------------
+
+
+def _b64(text, where: str) -> bytes:
+    """Decode a base64 string (a ``data:image/...;base64,`` prefix is allowed)."""
+    if not isinstance(text, str):
+        raise ApiError(400, "invalid_image", f"{where} must be a base64 string, got {type(text).__name__}")
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_image", f"{where} is not valid base64") from None
+
+
+def digit_images() -> tuple[list[bytes], bool]:
+    """The uploaded images and whether the request was a batch (several files, or "images")."""
+    if request.mimetype == "multipart/form-data":
+        files = request.files.getlist("file")
+        if not files:
+            raise ApiError(400, "missing_file", "multipart upload needs a part named 'file'")
+        return [f.read() for f in files], len(files) > 1
+    if request.mimetype in IMAGE_TYPES:
+        return [request.get_data()], False
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", f"send the image as multipart/form-data (field 'file'), "
+                       f"a raw {' or '.join(IMAGE_TYPES[:2])} body, or JSON {{\"image\": base64}}; "
+                       f"got Content-Type {request.mimetype or 'none'!r}")
+    body = json_body()
+    if isinstance(body, dict) and "image" in body:
+        return [_b64(body["image"], "'image'")], False
+    if isinstance(body, dict) and isinstance(body.get("images"), list) and body["images"]:
+        return [_b64(item, f"'images'[{i}]") for i, item in enumerate(body["images"])], True
+    raise ApiError(400, "invalid_request", 'JSON body must be {"image": "<base64>"} or {"images": ["<base64>", ...]}')
+
+
+def preprocess_all(images: list[bytes]) -> np.ndarray:
+    """Decode and normalise every image into one (N, 1, 28, 28) batch; 400 names the bad one."""
+    limit = settings()["MAX_IMAGES"]
+    if len(images) > limit:
+        raise ApiError(400, "too_many_inputs", f"{len(images)} images in one request; the limit is {limit}")
+    arrays = []
+    for i, data in enumerate(images):
+        try:
+            arrays.append(preprocess(data, max_pixels=settings()["MAX_PIXELS"]))
+        except ImageError as exc:
+            where = f"image {i}: " if len(images) > 1 else ""
+            raise ApiError(400, "invalid_image", f"{where}{exc}") from None
+    return np.concatenate(arrays)
+
+
+def digit_answer(probabilities: np.ndarray, labels: list) -> dict:
+    """The digit, its probability and all ten, for one image."""
+    best = int(np.argmax(probabilities))
+    label = labels[best] if best < len(labels) else best
+    return {"digit": int(label) if str(label).isdigit() else label, "probability": float(probabilities[best]),
+            "probabilities": [float(p) for p in probabilities]}
+
+
+@bp.post("/digit")
+def predict_digit():
+    """Classify one image, or a batch in one predictor call."""
+    images, is_batch = digit_images()
+    mv = current_app.extensions["registry"].for_task("mnist", request.args.get("model"), request.args.get("version"))
+    batch = preprocess_all(images)
+    probabilities, inference_ms = run_model(mv, batch)
+    labels = (mv.bundle.info.get("PostProcess") or {}).get("label_list") or list(range(10))
+    answers = [digit_answer(p, labels) for p in probabilities]
+    head = {"model": mv.name, "version": mv.version}
+    body = {**head, "predictions": answers} if is_batch else {**head, **answers[0]}
+    return jsonify({**body, "inference_ms": inference_ms, "time_ms": elapsed_ms()})
+
+
+# ---- houses ---------------------------------------------------------------------------------
+
+
+def housing_stats(bundle) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Feature names, mean and std from the bundle's PreProcess section."""
+    pre = bundle.info.get("PreProcess") or {}
+    names = pre.get("feature_names")
+    mean, std = pre.get("mean"), pre.get("std")
+    if not names or mean is None or std is None:
+        raise ApiError(503, "model_unavailable", f"bundle of model {bundle.path.name!r} lacks PreProcess "
+                       "feature_names/mean/std, needed to normalise features")
+    return list(names), np.asarray(mean, np.float64), np.asarray(std, np.float64)
+
+
+def _number(value, where: str) -> float:
+    """A finite real number, or a 400 saying what is wrong."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, "invalid_features", f"{where} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        number = math.inf
+    if not math.isfinite(number):
+        raise ApiError(400, "invalid_features", f"{where} must be a finite number, got {str(value)[:40]}")
+    return number
+
+
+def feature_row(row, names: list[str], where: str) -> list[float]:
+    """One house, given as a list of 13 numbers or an object keyed by feature names."""
+    if isinstance(row, list):
+        if len(row) != len(names):
+            raise ApiError(400, "invalid_features", f"{where} has {len(row)} numbers, expected {len(names)} "
+                           f"({', '.join(names)})")
+        return [_number(v, f"{where}[{i}] ({names[i]})") for i, v in enumerate(row)]
+    if isinstance(row, dict):
+        missing = [n for n in names if n not in row]
+        unknown = [k for k in row if k not in names]
+        if missing or unknown:
+            raise ApiError(400, "invalid_features", f"{where}: " + "; ".join(
+                part for part in (f"missing features {', '.join(missing)}" if missing else "",
+                                  f"unknown features {', '.join(map(str, unknown))}" if unknown else "") if part))
+        return [_number(row[n], f"{where}.{n}") for n in names]
+    raise ApiError(400, "invalid_features", f"{where} must be a list of {len(names)} numbers or an object "
+                   f"keyed by feature names, got {type(row).__name__}")
+
+
+def feature_rows(body, names: list[str]) -> tuple[list[list[float]], bool]:
+    """All houses in the body, and whether it was a batch (a list of houses)."""
+    if isinstance(body, list) and body and all(isinstance(r, (list, dict)) for r in body):
+        limit = settings()["MAX_IMAGES"]
+        if len(body) > limit:
+            raise ApiError(400, "too_many_inputs", f"{len(body)} houses in one request; the limit is {limit}")
+        return [feature_row(r, names, f"house {i}") for i, r in enumerate(body)], True
+    return [feature_row(body, names, "features")], False
+
+
+@bp.post("/house")
+def predict_house():
+    """Price one house, or a batch in one predictor call, in $1000s."""
+    body = json_body()
+    mv = current_app.extensions["registry"].for_task("housing", request.args.get("model"), request.args.get("version"))
+    names, mean, std = housing_stats(mv.bundle)
+    rows, is_batch = feature_rows(body, names)
+    batch = ((np.asarray(rows, np.float64) - mean) / std).astype(np.float32)
+    prices, inference_ms = run_model(mv, batch)
+    answers = [{"price": float(p)} for p in np.asarray(prices).reshape(len(rows), -1)[:, 0]]
+    head = {"model": mv.name, "version": mv.version, "unit": "$1000s"}
+    body = {**head, "predictions": answers} if is_batch else {**head, **answers[0]}
+    return jsonify({**body, "inference_ms": inference_ms, "time_ms": elapsed_ms()})

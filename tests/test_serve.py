@@ -1,0 +1,602 @@
+"""The prediction service, tested as users meet it: real server processes on loopback, talked to over HTTP.
+
+One development server (``python -m serve``) answers most tests; a gunicorn server (two workers,
+dynamic batching) and an onnxruntime-backed server check what differs. The drawing page runs in
+headless Chromium, and schemathesis fuzzes the API from its OpenAPI document.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import math
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from common.digit_image import normalize
+from tests.conftest import ROOT
+from tests.digit_renderings import render_like_user
+
+HOUSE = [0.00632, 18.0, 2.31, 0.0, 0.538, 6.575, 65.2, 4.09, 1.0, 296.0, 15.3, 396.9, 4.98]  # first row, ~$24k
+FEATURES = ["CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT"]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WARMUP_DELAY_S = 3.0  # the dev server's artificial warm-up delay, long enough to observe "not ready"
+
+
+# ---- servers --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nobody listens on now (bind to port 0, read it, release it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server subprocess, its URL and its log."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        args = [a.replace("{port}", str(self.port)) for a in args]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(self.url + path, timeout=30, **kw)
+
+    def wait(self, path: str, timeout: float = 120) -> None:
+        """Poll ``path`` until it answers 200 (fail with the log if the process dies or time runs out)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited:\n{self.log()}"
+            try:
+                if self.get(path).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{path} not 200 after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def models_dir(mnist_bundle, housing_bundle, tmp_path_factory) -> Path:
+    """mnist with versions 1 and 2, housing as a plain bundle, and a damaged bundle to be refused."""
+    root = tmp_path_factory.mktemp("models")
+    shutil.copytree(mnist_bundle, root / "mnist" / "1")
+    shutil.copytree(mnist_bundle, root / "mnist" / "2")
+    shutil.copytree(housing_bundle, root / "housing")
+    shutil.copytree(housing_bundle, root / "broken")
+    params = root / "broken" / "inference.pdiparams"
+    data = bytearray(params.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte: the sha256 check must catch it
+    params.write_bytes(bytes(data))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dev(models_dir, tmp_path_factory):
+    """The development server, with its readiness observed during an artificial warm-up delay."""
+    log = tmp_path_factory.mktemp("dev") / "server.log"
+    server = Server([sys.executable, "-m", "serve", "--models", str(models_dir), "--port", "{port}",
+                     "--pool-size", "2", "--max-body-mb", "1", "--artificial-warmup-delay-s", str(WARMUP_DELAY_S)], log)
+    try:
+        server.wait("/v2/health/live", timeout=60)
+        server.early = {"ready": server.get("/v2/health/ready"), "model": server.get("/v2/models/mnist/ready"),
+                        "predict": server.post("/predict/house", json=HOUSE)}
+        server.wait("/v2/health/ready")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def guni(models_dir, tmp_path_factory):
+    """gunicorn, two workers of two threads, dynamic batching on, metrics in multiprocess mode."""
+    tmp = tmp_path_factory.mktemp("gunicorn")
+    server = Server([sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", "-w", "2", "--threads", "2",
+                     "-b", "127.0.0.1:{port}", "serve.app:create_app()"], tmp / "server.log",
+                    env={"SERVE_MODELS": str(models_dir), "SERVE_DYNAMIC_BATCHING": "1", "SERVE_MAX_DELAY_MS": "5",
+                         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus")})
+    try:
+        server.wait("/v2/health/ready")
+        yield server
+    finally:
+        server.stop()
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits(data_dir) -> tuple[np.ndarray, list[int]]:
+    """The first 12 MNIST test images (uint8 28x28) and their labels."""
+    n = 12
+    with gzip.open(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read()[16:16 + n * 784], np.uint8).reshape(n, 28, 28)
+    with gzip.open(data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = list(f.read()[8:8 + n])
+    return images, labels
+
+
+def png(image: np.ndarray) -> bytes:
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", cv2.resize(255 - image, (112, 112)), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+
+
+def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid, ~100-byte PNG whose header claims width x height gray pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096, 9))
+            + chunk(b"IEND", b""))
+
+
+def assert_error(r: requests.Response, status: int, code: str | None = None) -> dict:
+    """The one error shape, with the status and the request id of the header."""
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"code", "message", "request_id"} and error["message"]
+    assert error["request_id"] == r.headers["X-Request-ID"]
+    if code:
+        assert error["code"] == code, error
+    return error
+
+
+# ---- start, readiness, refusal --------------------------------------------------------------
+
+
+def test_readiness_before_and_after_warm_up(dev):
+    assert_error(dev.early["ready"], 503, "not_ready")
+    assert_error(dev.early["model"], 503, "not_ready")
+    assert_error(dev.early["predict"], 503, "not_ready")
+    assert dev.get("/v2/health/ready").json() == {"ready": True}
+    assert dev.get("/v2/models/mnist/ready").json()["ready"] is True
+
+
+def test_damaged_bundle_is_refused_and_the_others_serve(dev):
+    assert "REFUSING model 'broken'" in dev.log() and "sha256" in dev.log()
+    error = assert_error(dev.get("/v2/models/broken/ready"), 503, "model_unavailable")
+    assert "sha256" in error["message"]
+    assert dev.post("/predict/house", json=HOUSE).status_code == 200
+
+
+def test_server_metadata_and_liveness(dev):
+    assert dev.get("/v2/health/live").json() == {"live": True}
+    meta = dev.get("/v2").json()
+    assert meta["name"] and meta["version"] and meta["extensions"] == []
+
+
+def test_model_metadata_and_versions(dev):
+    meta = dev.get("/v2/models/mnist").json()
+    assert meta["versions"] == ["1", "2"] and meta["platform"] == "paddle_inference"
+    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
+    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    assert dev.get("/v2/models/mnist/versions/1").json()["name"] == "mnist"
+    assert dev.get("/v2/models/mnist/versions/1/ready").json()["version"] == "1"
+    assert dev.get("/v2/models/mnist/ready").json()["version"] == "2"  # the highest is the default
+    assert dev.get("/v2/models/housing").json()["inputs"][0]["shape"] == [-1, 13]
+
+
+# ---- /predict/digit ---------------------------------------------------------------------------
+
+
+def test_digit_raw_png_and_jpeg(dev, digits):
+    images, labels = digits
+    for body, ctype in ((png(images[0]), "image/png"), (jpeg(images[1]), "image/jpeg")):
+        r = dev.post("/predict/digit", data=body, headers={"Content-Type": ctype})
+        answer = r.json()
+        assert r.status_code == 200, r.text
+        assert answer["digit"] == labels[0 if ctype == "image/png" else 1]
+        assert len(answer["probabilities"]) == 10 and math.isclose(sum(answer["probabilities"]), 1, abs_tol=1e-4)
+        assert answer["probability"] == max(answer["probabilities"])
+        assert answer["time_ms"] >= answer["inference_ms"] > 0
+        assert (answer["model"], answer["version"]) == ("mnist", "2")
+
+
+def test_digit_multipart_single_and_batch(dev, digits):
+    images, labels = digits
+    r = dev.post("/predict/digit", files={"file": ("d.png", png(images[0]), "image/png")})
+    assert r.json()["digit"] == labels[0]
+    files = [("file", (f"{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
+    r = dev.post("/predict/digit", files=files)
+    assert [p["digit"] for p in r.json()["predictions"]] == labels
+
+
+def test_digit_json_base64(dev, digits):
+    images, labels = digits
+    b64 = [base64.b64encode(png(im)).decode() for im in images]
+    assert dev.post("/predict/digit", json={"image": b64[3]}).json()["digit"] == labels[3]
+    data_url = "data:image/png;base64," + b64[4]
+    assert dev.post("/predict/digit", json={"image": data_url}).json()["digit"] == labels[4]
+    r = dev.post("/predict/digit", json={"images": b64})
+    assert [p["digit"] for p in r.json()["predictions"]] == labels
+
+
+def test_digit_photos_and_drawings(dev, digits):
+    images, labels = digits
+    rng = np.random.default_rng(0)
+    for kind in ("inverted", "large", "shifted", "rgb"):
+        files = [("file", ("d", render_like_user(im, rng, kind), "application/octet-stream")) for im in images[:6]]
+        got = [p["digit"] for p in dev.post("/predict/digit", files=files).json()["predictions"]]
+        assert sum(g == want for g, want in zip(got, labels)) >= 5, (kind, got, labels[:6])
+
+
+def test_digit_batch_runs_as_one_predictor_call(dev, digits):
+    images, _ = digits
+    files = [("file", (f"{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
+    assert dev.post("/predict/digit", files=files).status_code == 200
+    assert 'serve_batch_size_bucket{le="16.0",model="mnist"}' in dev.get("/metrics").text
+    metrics = dev.get("/metrics").text
+    below8 = float(metrics.split('serve_batch_size_bucket{le="8.0",model="mnist"} ')[1].split()[0])
+    below16 = float(metrics.split('serve_batch_size_bucket{le="16.0",model="mnist"} ')[1].split()[0])
+    assert below16 - below8 >= 1  # a call of 12 images, not 12 calls of one
+
+
+def test_digit_version_and_model_selection(dev, digits):
+    images, labels = digits
+    r = dev.post("/predict/digit?model=mnist&version=1", data=png(images[2]), headers={"Content-Type": "image/png"})
+    assert (r.json()["version"], r.json()["digit"]) == ("1", labels[2])
+    assert_error(dev.post("/predict/digit?model=nope", data=png(images[2]), headers={"Content-Type": "image/png"}),
+                 404, "model_not_found")
+    assert_error(dev.post("/predict/digit?model=mnist&version=9", data=png(images[2]),
+                          headers={"Content-Type": "image/png"}), 404, "version_not_found")
+
+
+# ---- /predict/house -------------------------------------------------------------------------
+
+
+def test_house_list_object_and_batch(dev, housing_bundle):
+    from common.bundle import read_bundle
+
+    single = dev.post("/predict/house", json=HOUSE).json()
+    as_object = dev.post("/predict/house", json=dict(zip(FEATURES, HOUSE))).json()
+    batch = dev.post("/predict/house", json=[HOUSE, dict(zip(FEATURES, HOUSE))]).json()
+    assert single["unit"] == "$1000s" and 10 < single["price"] < 50
+    assert as_object["price"] == single["price"]
+    assert [p["price"] for p in batch["predictions"]] == [single["price"]] * 2
+    # Against the bundle's own statistics and predictor: the server normalises as training did.
+    bundle = read_bundle(housing_bundle)
+    pre = bundle.info["PreProcess"]
+    x = ((np.array([HOUSE]) - np.array(pre["mean"])) / np.array(pre["std"])).astype(np.float32)
+    from common.bundle import create_predictor, run_predictor
+    want = float(run_predictor(create_predictor(bundle, mkldnn=False, memory_optim=False), x)[0, 0])
+    assert math.isclose(single["price"], want, rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ([float("nan")] + HOUSE[1:], "finite"),
+    (HOUSE[:12], "12 numbers"),
+    ({"CRIM": 1.0}, "missing features"),
+    ({**dict(zip(FEATURES, HOUSE)), "EXTRA": 1}, "unknown features"),
+    (["1"] + HOUSE[1:], "must be a number"),
+    ([True] + HOUSE[1:], "must be a number"),
+    ([10 ** 400] + HOUSE[1:], "finite"),
+    ("house", "list of 13"),
+    ([], "0 numbers"),
+])
+def test_house_bad_features(dev, body, fragment):
+    import json as _json
+
+    data = _json.dumps(body)  # NaN and 10**400 are written as JSON allows Python to
+    error = assert_error(dev.post("/predict/house", data=data, headers={"Content-Type": "application/json"}), 400)
+    assert fragment in error["message"]
+
+
+# ---- V2 infer -------------------------------------------------------------------------------
+
+
+def v2_request(x: np.ndarray, name: str = "image", **extra) -> dict:
+    return {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}], **extra}
+
+
+def test_v2_infer_digits(dev, digits):
+    images, labels = digits
+    x = normalize(images[:5])
+    r = dev.post("/v2/models/mnist/infer", json=v2_request(x, id="req-7"))
+    answer = r.json()
+    assert r.status_code == 200 and answer["id"] == "req-7"
+    assert (answer["model_name"], answer["model_version"]) == ("mnist", "2")
+    out = answer["outputs"][0]
+    assert out["name"] == "probabilities" and out["datatype"] == "FP32" and out["shape"] == [5, 10]
+    assert list(np.argmax(np.array(out["data"]).reshape(5, 10), 1)) == labels[:5]
+    nested = {"inputs": [{"name": "image", "shape": [5, 1, 28, 28], "datatype": "FP32", "data": x.tolist()}],
+              "outputs": [{"name": "probabilities"}]}
+    assert dev.post("/v2/models/mnist/versions/1/infer", json=nested).json()["outputs"][0]["data"] == \
+        pytest.approx(out["data"], abs=1e-6)
+
+
+def test_v2_infer_housing(dev):
+    x = np.zeros((3, 13), np.float32)  # the model's own (normalised) input: the training mean
+    out = dev.post("/v2/models/housing/infer", json=v2_request(x, name="features")).json()["outputs"][0]
+    assert out["name"] == "price" and out["shape"] == [3, 1] and 15 < out["data"][0] < 35
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"name": "pixels"}, "unknown input"),
+    ({"datatype": "INT32"}, "FP32"),
+    ({"shape": [1, 28, 28]}, "does not match"),
+    ({"shape": [1, 1, 28, 27]}, "does not match"),
+    ({"shape": [0, 1, 28, 28]}, "below 1"),
+    ({"shape": "1x784"}, "list of integers"),
+    ({"data": [0.0] * 783}, "783 values"),
+    ({"data": ["a"] * 784}, "list of numbers"),
+    ({"data": [[0.0] * 783, [0.0]]}, "list of numbers"),
+    ({"data": [float("nan")] * 784}, "non-finite"),
+    ({"parameters": {"binary_data_size": 3136}}, "binary"),
+])
+def test_v2_infer_bad_tensors(dev, change, fragment):
+    import json as _json
+
+    tensor = {"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784, **change}
+    r = dev.post("/v2/models/mnist/infer", data=_json.dumps({"inputs": [tensor]}),
+                 headers={"Content-Type": "application/json"})
+    assert fragment in assert_error(r, 400, "invalid_tensor")["message"]
+
+
+def test_v2_infer_bad_requests(dev):
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    assert_error(dev.post("/v2/models/mnist/infer", json={"inputs": []}), 400)
+    assert_error(dev.post("/v2/models/mnist/infer", json=v2_request(x, outputs=[{"name": "logits"}])), 400)
+    assert_error(dev.post("/v2/models/mnist/infer", json=v2_request(x, id=5)), 400)
+    assert_error(dev.post("/v2/models/nope/infer", json=v2_request(x)), 404, "model_not_found")
+    assert_error(dev.post("/v2/models/mnist/versions/7/infer", json=v2_request(x)), 404, "version_not_found")
+    assert_error(dev.get("/v2/models/mnist/versions/x"), 404)
+    assert_error(dev.post("/v2/models/mnist/infer", data="{", headers={"Content-Type": "application/json"}), 400)
+    assert_error(dev.post("/v2/models/mnist/infer", data="x", headers={"Content-Type": "text/plain"}), 415)
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+def test_image_bomb_is_refused_quickly(dev):
+    started = time.monotonic()
+    error = assert_error(dev.post("/predict/digit", data=png_bomb(), headers={"Content-Type": "image/png"}), 400)
+    assert "too large" in error["message"] or "limit" in error["message"]
+    # Below Pillow's own bomb limit, our pixel limit answers from the header too.
+    error = assert_error(dev.post("/predict/digit", data=png_bomb(9000, 9000), headers={"Content-Type": "image/png"}), 400)
+    assert "limit" in error["message"]
+    assert time.monotonic() - started < 5
+
+
+def test_undecodable_images(dev, digits):
+    images, _ = digits
+    whole = png(images[0])
+    for body in (whole[: len(whole) // 2], b"not an image", b""):
+        assert_error(dev.post("/predict/digit", data=body, headers={"Content-Type": "image/png"}), 400, "invalid_image")
+    assert_error(dev.post("/predict/digit", json={"image": "!!not base64!!"}), 400, "invalid_image")
+    assert_error(dev.post("/predict/digit", json={"image": 7}), 400, "invalid_image")
+    assert_error(dev.post("/predict/digit", json={"picture": "x"}), 400, "invalid_request")
+    blank = png(np.full((50, 50), 255, np.uint8))
+    assert "no visible digit" in assert_error(dev.post("/predict/digit", data=blank,
+                                                       headers={"Content-Type": "image/png"}), 400)["message"]
+    files = [("file", ("a.png", whole, "image/png")), ("file", ("b.png", b"junk", "image/png"))]
+    assert "image 1" in assert_error(dev.post("/predict/digit", files=files), 400)["message"]
+    assert_error(dev.post("/predict/digit", files={"upload": ("a.png", whole, "image/png")}), 400, "missing_file")
+
+
+def test_oversized_body_is_413(dev):
+    try:
+        r = dev.post("/predict/digit", data=b"\0" * (2 * 1024 * 1024), headers={"Content-Type": "image/png"})
+    except requests.ConnectionError:  # a server may close before reading everything; it must not be a 5xx
+        pytest.fail("connection dropped instead of a 413")
+    assert_error(r, 413, "payload_too_large")
+
+
+def test_wrong_content_type_is_415(dev):
+    assert_error(dev.post("/predict/digit", data=b"x", headers={"Content-Type": "text/plain"}), 415)
+    assert_error(dev.post("/predict/digit", data=b"x"), 415)
+    assert_error(dev.post("/predict/house", data="1,2", headers={"Content-Type": "text/csv"}), 415)
+
+
+def test_unknown_routes_and_methods(dev):
+    assert_error(dev.get("/nope"), 404, "not_found")
+    r = dev.get("/predict/digit")
+    assert_error(r, 405, "method_not_allowed")
+    assert "POST" in r.headers["Allow"]
+    assert_error(requests.delete(dev.url + "/v2/models/mnist", timeout=10), 405)
+
+
+def test_request_id_is_echoed_when_sane(dev):
+    assert dev.get("/v2", headers={"X-Request-ID": "abc-123.x"}).headers["X-Request-ID"] == "abc-123.x"
+    replaced = dev.get("/nope", headers={"X-Request-ID": "bad id\twith<stuff>"})
+    assert replaced.headers["X-Request-ID"] != "bad id\twith<stuff>"
+    assert replaced.json()["error"]["request_id"] == replaced.headers["X-Request-ID"]
+    ids = {dev.get("/v2/health/live").headers["X-Request-ID"] for _ in range(3)}
+    assert len(ids) == 3
+
+
+# ---- metrics, OpenAPI, concurrency ---------------------------------------------------------
+
+
+def test_metrics(dev):
+    dev.get("/nope")
+    text = dev.get("/metrics").text
+    assert 'serve_requests_total{method="POST",route="/predict/digit",status="200"}' in text
+    assert 'route="(unmatched)",status="404"' in text
+    assert "serve_request_duration_seconds_bucket" in text and "serve_requests_in_flight" in text
+    assert 'serve_model_state{model="mnist",version="2"} 1.0' in text
+    assert 'serve_model_state{model="broken",version="1"} -1.0' in text
+
+
+def test_openapi_describes_every_route(dev):
+    doc = dev.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    routes = {("/v2/models/{name}", "get"), ("/v2/models/{name}/versions/{version}/infer", "post"),
+              ("/predict/digit", "post"), ("/predict/house", "post"), ("/", "get"), ("/metrics", "get"),
+              ("/openapi.json", "get"), ("/v2/health/ready", "get"), ("/v2/health/live", "get"), ("/v2", "get")}
+    assert routes <= documented
+    assert len(documented) == 14
+
+
+def concurrent_same_as_sequential(server, digits, workers: int = 8) -> None:
+    """Mixed requests from many threads give exactly the sequential answers."""
+    images, _ = digits
+    jobs = [("/predict/digit", {"data": png(im), "headers": {"Content-Type": "image/png"}}) for im in images]
+    jobs += [("/predict/house", {"json": [v * (1 + i / 10) for v in HOUSE]}) for i in range(4)]
+    jobs *= 3
+
+    def answer(job):
+        r = server.post(job[0], **job[1])
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return body.get("probabilities") or body["price"]
+
+    sequential = [answer(job) for job in jobs]
+    with ThreadPoolExecutor(workers) as pool:
+        concurrent = list(pool.map(answer, jobs))
+    for got, want in zip(concurrent, sequential):
+        assert np.allclose(got, want, atol=1e-5)
+
+
+def test_concurrent_requests_match_sequential_dev_server(dev, digits):
+    concurrent_same_as_sequential(dev, digits)
+
+
+# ---- gunicorn -------------------------------------------------------------------------------
+
+
+def test_gunicorn_serves_with_dynamic_batching(guni, digits):
+    images, labels = digits
+    r = guni.post("/predict/digit", data=png(images[0]), headers={"Content-Type": "image/png"})
+    assert r.json()["digit"] == labels[0]
+    files = [("file", (f"{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
+    assert [p["digit"] for p in guni.post("/predict/digit", files=files).json()["predictions"]] == labels
+    concurrent_same_as_sequential(guni, digits, workers=16)
+    assert_error(guni.get("/predict/house"), 405)
+    assert_error(guni.post("/predict/digit", data=png_bomb(), headers={"Content-Type": "image/png"}), 400)
+
+
+def test_gunicorn_metrics_add_up_workers(guni):
+    for _ in range(6):
+        guni.get("/v2/health/live")
+    text = guni.get("/metrics").text
+    line = next(l for l in text.splitlines() if l.startswith('serve_requests_total{method="GET",route="/v2/health/live"'))
+    assert float(line.split()[-1]) >= 6  # whichever worker answered the scrape
+    assert "serve_batch_size_bucket" in text
+
+
+def test_gunicorn_oversized_body_is_413(guni):
+    r = guni.post("/predict/digit", data=b"\0" * (11 * 1024 * 1024), headers={"Content-Type": "image/png"})
+    assert_error(r, 413)
+
+
+# ---- onnxruntime backend ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_server(mnist_checkpoint, housing_bundle, tmp_path_factory):
+    """--backend onnxruntime: the digits bundle has inference.onnx, the housing one has not."""
+    from export import export_checkpoint
+
+    root = tmp_path_factory.mktemp("onnx-models")
+    export_checkpoint(mnist_checkpoint, root / "mnist", onnx=True)
+    shutil.copytree(housing_bundle, root / "housing")
+    server = Server([sys.executable, "-m", "serve", "--models", str(root), "--port", "{port}", "--backend", "onnxruntime"],
+                    root.parent / "onnx-server.log")
+    try:
+        server.wait("/v2/health/ready")
+        yield server
+    finally:
+        server.stop()
+
+
+def test_onnxruntime_backend_same_answers(onnx_server, dev, digits):
+    images, labels = digits
+    files = [("file", (f"{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
+    onnx = onnx_server.post("/predict/digit", files=files).json()["predictions"]
+    paddle = dev.post("/predict/digit", files=files).json()["predictions"]
+    assert [p["digit"] for p in onnx] == labels
+    assert np.allclose([p["probabilities"] for p in onnx], [p["probabilities"] for p in paddle], atol=1e-4)
+    assert onnx_server.get("/v2/models/mnist").json()["platform"] == "onnxruntime"
+    error = assert_error(onnx_server.post("/predict/house", json=HOUSE), 503, "model_unavailable")
+    assert "inference.onnx" in error["message"]
+
+
+# ---- the drawing page, in headless Chromium --------------------------------------------------
+
+
+def draw(page, strokes: list[list[tuple[float, float]]]) -> str:
+    """Draw strokes (canvas fractions) with the mouse; return the digit the page then shows."""
+    box = page.locator("#pad").bounding_box()
+    before = int(page.locator("body").get_attribute("data-requests"))
+    for stroke in strokes:
+        x0, y0 = stroke[0]
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=12)
+        page.mouse.up()
+    page.wait_for_function(f"Number(document.body.dataset.requests) > {before}", timeout=15000)
+    page.wait_for_timeout(400)  # let a last debounced request land
+    page.wait_for_function("document.getElementById('digit').textContent !== '?'", timeout=15000)
+    return page.locator("#digit").inner_text()
+
+
+def test_drawing_page_predicts_drawn_digits(dev):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+    html = dev.get("/").text
+    assert "<script src" not in html and "<link" not in html and "http" not in html.split("<body")[1]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(dev.url + "/")
+            assert draw(page, [[(0.5, 0.15), (0.52, 0.85)]]) == "1"
+            bars = page.locator(".bar .fill")
+            assert bars.count() == 10
+            assert page.locator("#bar-1 .fill").evaluate("e => parseFloat(e.style.width)") > 50
+            page.click("#clear")
+            assert page.locator("#digit").inner_text() == "?"
+            assert draw(page, [[(0.25, 0.2), (0.75, 0.2), (0.4, 0.85)]]) == "7"
+        finally:
+            browser.close()
+
+
+# ---- fuzzing from the OpenAPI document -------------------------------------------------------
+
+
+def test_schemathesis_finds_no_server_errors(dev, tmp_path):
+    cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", dev.url + "/openapi.json", "--checks", "not_a_server_error",
+           "--max-examples", "25", "--phases", "examples,coverage,fuzzing", "--request-timeout", "10",
+           "--max-time", "40", "--workers", "2", "--seed", "1", "--no-color", "--suppress-health-check", "all",
+           "--report-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert 'status="500"' not in dev.get("/metrics").text  # nor did any earlier test cause one
