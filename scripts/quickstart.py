@@ -64,7 +64,8 @@ Call the API from another terminal ({digit_png} is a {label}):
   curl -H 'Content-Type: application/json' -d '{{"RM": 6.575, "LSTAT": 4.98, "CRIM": 0.00632, "ZN": 18, "INDUS": 2.31, "CHAS": 0, "NOX": 0.538, "AGE": 65.2, "DIS": 4.09, "RAD": 1, "TAX": 296, "PTRATIO": 15.3, "B": 396.9}}' {url}/predict/house
   curl {url}/v2/health/ready
   curl {url}/v2/models/mnist
-  curl -H 'Content-Type: application/json' -d '{{"inputs": [{{"name": "features", "shape": [1, 13], "datatype": "FP32", "data": [0.00632, 18, 2.31, 0, 0.538, 6.575, 65.2, 4.09, 1, 296, 15.3, 396.9, 4.98]}}]}}' {url}/v2/models/housing/infer
+  curl -H 'Content-Type: application/json' -d '{{"inputs": [{{"name": "features", "shape": [1, 13], "datatype": "FP32", "data": [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]}}]}}' {url}/v2/models/housing/infer
+      (V2 takes the model's own input: features already normalised, as Triton would; all zeros = an average house)
   curl {url}/metrics
   curl {url}/openapi.json
 (docs/SERVING.md has every endpoint; for production, run it under gunicorn as it shows.)
