@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from common.housing import FEATURE_NAMES
+
 from .v2 import SERVER_VERSION
 
 bp = Blueprint("openapi", __name__)
@@ -79,7 +81,7 @@ def _feature_names() -> list[str]:
             names = (mv.bundle.info.get("PreProcess") or {}).get("feature_names")
             if names:
                 return list(names)
-    return ["CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT"]
+    return list(FEATURE_NAMES)
 
 
 def document() -> dict:

@@ -26,11 +26,12 @@ import pytest
 import requests
 
 from common.digit_image import normalize
+from common.housing import FEATURE_NAMES
 from tests.conftest import ROOT
 from tests.digit_renderings import render_like_user
 
 HOUSE = [0.00632, 18.0, 2.31, 0.0, 0.538, 6.575, 65.2, 4.09, 1.0, 296.0, 15.3, 396.9, 4.98]  # first row, ~$24k
-FEATURES = ["CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT"]
+FEATURES = list(FEATURE_NAMES)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WARMUP_DELAY_S = 3.0  # the dev server's artificial warm-up delay, long enough to observe "not ready"

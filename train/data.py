@@ -15,6 +15,7 @@ import paddle
 from paddle.io import DataLoader, Dataset, DistributedBatchSampler
 
 from common.digit_image import normalize
+from common.housing import FEATURE_NAMES
 
 from .errors import DataMissingError
 
@@ -23,8 +24,6 @@ MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 HOUSING_FILE = "housing.data"
-HOUSING_FEATURES = ("CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX",
-                    "PTRATIO", "B", "LSTAT")
 HOUSING_TRAIN_ROWS = 404  # the course's and paddle.text.UCIHousing's split: first 80% train, rest test
 SPLIT_SEED = 0  # the validation split is fixed, so runs with different --seed compare on the same rows
 
@@ -119,7 +118,7 @@ def load_housing(data_dir: str | None, val_size: int, train_subset: int = 0) -> 
         train_idx = train_idx[:train_subset]
     fit = train_rows[train_idx]
     stats = {
-        "feature_names": list(HOUSING_FEATURES),
+        "feature_names": list(FEATURE_NAMES),
         "feature_mean": fit[:, :13].mean(0).tolist(), "feature_std": fit[:, :13].std(0).tolist(),
         "target_mean": float(fit[:, 13].mean()), "target_std": float(fit[:, 13].std()),
     }
