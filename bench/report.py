@@ -8,6 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from common.atomic import atomic_write_text
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 HEADER = ("# Benchmarks\n\nEvery section below is written by a script in `bench/`, with the command that "
           "made it, the machine and the date. Figures in one section come from one run, so compare "
@@ -47,4 +49,4 @@ def update_section(name: str, title: str, command: str, body: str) -> None:
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->\n", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
-    BENCHMARKS.write_text(text)
+    atomic_write_text(BENCHMARKS, text)

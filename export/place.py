@@ -1,7 +1,10 @@
 """Where the bundle goes: a temporary folder beside the destination, renamed into place at the end.
 
-A reader (the server, a second export) sees the old bundle or the whole new one, never half of
-one; a failed export deletes its temporary folder and leaves the destination as it was.
+A reader (the server, a second export) never sees half a bundle: a new destination appears whole
+in one rename. With ``--force`` the old bundle is renamed aside, the new one renamed in, then the old
+one deleted: for that instant the destination is missing, and a crash between the two renames
+leaves the old bundle intact in ``.<name>.old-*`` beside it. A failed export deletes its temporary
+folder and leaves the destination as it was.
 """
 from __future__ import annotations
 

@@ -72,13 +72,16 @@ def describe(source: Source) -> dict:
     """Provenance for the manifest: file, sha256, position in training and the metrics of that epoch."""
     progress = source.state.get("progress") or {}
     history = [row for row in progress.get("history", []) if isinstance(row, dict)]
-    best = progress.get("best_epoch")
-    row = next((r for r in history if r.get("epoch") == best), history[-1] if history else {})
+    # A checkpoint's weights are those of the last epoch in its own history (best.pdckpt is written at
+    # the end of the best epoch, so for it that row is the best one); a mid-epoch checkpoint has
+    # trained past that row, which "mid_epoch" says.
+    row = history[-1] if history else {}
     return {
         "path": str(source.path.resolve()),
         "sha256": sha256_file(source.path),
         "epoch": row.get("epoch"),
+        "mid_epoch": bool(progress.get("step_in_epoch")),
         "global_step": progress.get("global_step"),
-        "best_epoch": best,
+        "best_epoch": progress.get("best_epoch"),
         "metrics": {k: v for k, v in row.items() if k.startswith(("val_", "test_"))},
     }

@@ -31,7 +31,11 @@ def sample_digit(path: Path) -> int:
     """Write one MNIST test digit as a dark-on-light PNG (as a person would draw it); return its label."""
     import paddle
 
-    test = paddle.vision.datasets.MNIST(mode="test", download=False, backend="cv2")
+    from train.data import MNIST_FILES, find_file
+
+    images, labels = (str(find_file(name, None, "mnist")) for name in MNIST_FILES["test"])
+    test = paddle.vision.datasets.MNIST(image_path=images, label_path=labels, mode="test", download=False,
+                                        backend="cv2")
     image, label = test[0]
     cv2.imwrite(str(path), 255 - cv2.resize(np.asarray(image, dtype=np.uint8), (140, 140)))
     return int(np.asarray(label).reshape(-1)[0])

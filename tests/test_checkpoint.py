@@ -103,3 +103,15 @@ def test_resume_path_of_other_model_refused(housing_run, data_dir, tmp_path):
     proc = run_module("train", "housing", "--model", "mlp", "--resume", str(ckpts(housing_run)[-1]),
                       "--data-dir", str(data_dir), "--output", str(tmp_path), check=False)
     assert proc.returncode == 2 and "not housing/mlp" in proc.stderr
+
+
+def test_resume_by_path_continues_in_that_runs_folder(data_dir, tmp_path):
+    # Resuming a non-default model by path, without --output, must not write into runs/housing-linear.
+    out = tmp_path / "mlp-run"
+    run_module("train", "housing", "--model", "mlp", "--epochs", "2", "--data-dir", str(data_dir),
+               "--output", str(out), "--no-progress")
+    proc = run_module("train", "housing", "--epochs", "3", "--resume", str(ckpts(out)[-1]),
+                      "--data-dir", str(data_dir), "--no-progress")
+    assert "resuming from" in proc.stdout and str(out) in proc.stdout
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]

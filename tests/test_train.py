@@ -64,6 +64,10 @@ def test_cli_help_explains_every_flag():
     pytest.param(["--device", "gpu"], "no CUDA", marks=pytest.mark.skipif(
         paddle.device.is_compiled_with_cuda(), reason="this Paddle has CUDA: the no-GPU error cannot occur")),
     (["--dropout", "0.5", "--model", "linear"], "has no dropout"),
+    (["--eval-every", "0"], "--eval-every must be at least 1"),
+    (["--keep-last", "0"], "--keep-last must be at least 1"),
+    (["--early-stop", "-1"], "--early-stop cannot be negative"),
+    (["--val-size", "60000"], "leaves no training data"),
 ])
 def test_cli_rejects_bad_flags(tmp_path, data_dir, args, message):
     task = "housing" if "linear" in args else "mnist"

@@ -76,7 +76,10 @@ def load(path: str | Path, task: str | None = None, model: str | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc.strerror}") from exc
     header = len(MAGIC) + 32
     if not data.startswith(MAGIC):
         raise CheckpointError(f"{path} is not a toolkit checkpoint (bad header; was it written by python -m train?)")

@@ -117,8 +117,13 @@ def _validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if not cfg.lr > 0:
         raise ConfigError("--lr must be positive")
-    if cfg.warmup_epochs < 0 or cfg.weight_decay < 0 or cfg.val_size < 0:
-        raise ConfigError("--warmup-epochs, --weight-decay and --val-size cannot be negative")
+    for name in ("eval_every", "keep_last"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("warmup_epochs", "weight_decay", "val_size", "early_stop", "num_workers", "max_steps",
+                 "save_every_steps", "train_subset"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} cannot be negative")
     if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise ConfigError("--dropout must be in [0, 1)")
     if cfg.dropout is not None and not has_dropout(cfg.task, cfg.model):

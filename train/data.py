@@ -17,7 +17,7 @@ from paddle.io import DataLoader, Dataset, DistributedBatchSampler
 from common.digit_image import normalize
 from common.housing import FEATURE_NAMES
 
-from .errors import DataMissingError
+from .errors import ConfigError, DataMissingError
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -71,7 +71,7 @@ class Splits:
 def _carve(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed random (train, val) index split of ``n`` training samples."""
     if val_size >= n:
-        raise DataMissingError(f"--val-size {val_size} leaves no training data out of {n} samples")
+        raise ConfigError(f"--val-size {val_size} leaves no training data out of {n} samples")
     order = np.random.RandomState(SPLIT_SEED).permutation(n)
     return np.sort(order[val_size:]), np.sort(order[:val_size])
 

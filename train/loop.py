@@ -88,6 +88,27 @@ def find_checkpoint(config: TrainConfig, out: Path) -> dict | None:
     return state
 
 
+def run_folder_of(checkpoint_path: Path, saved: dict) -> Path:
+    """The run folder a checkpoint belongs to: the parent of its checkpoints/ folder, else its config's."""
+    folder = checkpoint_path.resolve().parent
+    return folder.parent if folder.name == "checkpoints" else Path(saved["config"]["output"])
+
+
+def require_same_start(saved: dict | None) -> None:
+    """Data-parallel: every rank must resume from the same step, or the collectives would hang.
+
+    Each rank reads the checkpoint from its own disk, so several machines need a shared --output.
+    """
+    if dist.get_world_size() == 1:
+        return
+    step = saved["progress"]["global_step"] if saved else -1
+    steps: list = []
+    dist.all_gather_object(steps, step)
+    if len(set(steps)) > 1:
+        raise ConfigError(f"ranks found different checkpoints to start from (global steps {steps}); "
+                          "on several machines --output must be on storage every machine shares")
+
+
 def loss_fn(cfg: TrainConfig, out, y):
     """Cross-entropy for digits (optionally with the course's double-softmax bug), MSE for prices."""
     if cfg.task == "housing":
@@ -228,11 +249,13 @@ def run(config: TrainConfig) -> dict:
 
     Raises ``TrainError`` subclasses for problems the user can fix (data, flags, checkpoints).
     """
-    first = resolve(config)
-    out = Path(config.output or first.output)
+    out = Path(config.output or resolve(config).output)
     saved = find_checkpoint(config, out)
+    if saved and config.output is None and config.resume != "auto":
+        out = run_folder_of(Path(config.resume), saved)  # keep writing where that run lives
     cfg = resolve(dataclasses.replace(config, output=str(out)), saved["config"] if saved else None)
     device = setup_device(cfg.device, cfg.amp)
+    require_same_start(saved)
     rank0 = dist.get_rank() == 0
 
     splits = load_splits(cfg.task, cfg.data_dir, cfg.val_size, cfg.train_subset)
