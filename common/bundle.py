@@ -73,7 +73,8 @@ class Bundle:
 def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Load a bundle's YAML and manifest; with ``verify``, check every file's sha256.
 
-    Raises ``BundleError`` naming the problem (missing file, checksum mismatch, bad YAML).
+    Raises ``BundleError`` naming the problem (missing file, checksum mismatch, bad YAML or JSON, or
+    files that parse but lack the expected structure: a manifest that is not an object, ...).
     """
     path = Path(path)
     for name in (CONFIG_FILE, MANIFEST_FILE, f"{PREFIX}.pdiparams"):
@@ -84,10 +85,13 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_text())
         info = yaml.safe_load((path / CONFIG_FILE).read_text())
-    except (ValueError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
         raise BundleError(f"{path}: unreadable {MANIFEST_FILE} or {CONFIG_FILE}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: {MANIFEST_FILE} must hold a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path}: unknown bundle format {manifest.get('format')!r}")
+    _check_types(path, manifest, info)
     if verify:
         for name, digest in manifest["files"].items():
             file = path / name
@@ -96,6 +100,26 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
             if sha256_file(file) != digest:
                 raise BundleError(f"{path}: {name} does not match its sha256 in the manifest (altered or damaged)")
     return Bundle(path, info, manifest)
+
+
+def _check_types(path: Path, manifest, info) -> None:
+    """Refuse, as a ``BundleError``, files that parse but do not have the structure readers index into."""
+    def kind(value) -> str:
+        return type(value).__name__
+
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise BundleError(f"{path}: {MANIFEST_FILE} 'files' must map file names to sha256 strings, got {kind(files)}")
+    if not isinstance(info, dict):
+        raise BundleError(f"{path}: {CONFIG_FILE} must hold a mapping, got {kind(info)}")
+    glob = info.get("Global")
+    if not isinstance(glob, dict) or not isinstance(glob.get("task"), str):
+        raise BundleError(f"{path}: {CONFIG_FILE} needs a Global mapping with a task name")
+    inputs = info.get("Inputs")
+    first = inputs[0] if isinstance(inputs, list) and inputs else None
+    if not isinstance(first, dict) or not isinstance(first.get("name"), str) or not isinstance(first.get("shape"), list) \
+            or not first["shape"] or not all(isinstance(d, int) and not isinstance(d, bool) for d in first["shape"]):
+        raise BundleError(f"{path}: {CONFIG_FILE} Inputs must list the input as {{name, shape: [integers]}}")
 
 
 def predictor_config(bundle: Bundle, device: str = "cpu", threads: int = 1, mkldnn: bool = True,
@@ -138,7 +162,7 @@ def create_predictor(bundle: Bundle, **options):
     return inference.create_predictor(predictor_config(bundle, **options))
 
 
-def run_predictor(predictor, batch) -> "np.ndarray":  # noqa: F821
+def run_predictor(predictor, batch) -> np.ndarray:  # noqa: F821
     """One zero-copy inference call: copy ``batch`` in, run, copy the first output out."""
     handle = predictor.get_input_handle(predictor.get_input_names()[0])
     handle.reshape(list(batch.shape))

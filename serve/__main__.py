@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         app = create_app(from_args(args))
-    except ValueError as exc:  # bad flags or models folder: one line, no traceback
+    except ValueError as exc:  # bad flags, or no bundles in the models folder: one line, no traceback, exit 2
         print(f"serve: error: {exc}", file=sys.stderr)
         return 2
     print(f"serve: open http://{args.host}:{args.port}/ to draw a digit; API at /predict, /v2; "

@@ -18,7 +18,9 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the app: settings, error handling, metrics, the model registry, the blueprints.
 
     Models load in a background thread: the app answers liveness at once and readiness
-    (``/v2/health/ready``) once every model is verified and warmed up.
+    (``/v2/health/ready``) once every model is verified and warmed up. ``ValueError`` (one line,
+    which ``python -m serve`` prints before exiting 2) for bad settings or a models folder without
+    any bundle.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

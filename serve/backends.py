@@ -1,6 +1,7 @@
 """Inference backends: a pool of Paddle Inference predictors, or an onnxruntime session.
 
-Both expose ``run(batch) -> ndarray``, safe to call from many threads at once.
+Both expose ``run(batch) -> ndarray``, safe to call from many threads at once; for a bundle exported
+with a fixed batch size, ``FixedBatch`` pads or splits every batch to that size.
 
 Paddle predictors are not thread-safe, so each model owns a pool of ``predictor.clone()`` s
 (clones share the weights, not the activations), each used by one thread only, so two requests
@@ -124,9 +125,47 @@ class OnnxBackend:
         return self.session.run(self.output_names, {self.input_name: batch})[0]
 
 
+class FixedBatch:
+    """Any batch size on a graph exported with a fixed batch N (``python -m export --batch N``).
+
+    Such a graph only takes exactly N samples, so a smaller batch is padded with zeros to N and a
+    larger one split into chunks of N (the last one padded); the padding rows' outputs are dropped
+    and the chunks' outputs concatenated, so callers see one output row per input row as with a
+    dynamic-batch bundle.
+    """
+
+    def __init__(self, backend, size: int):
+        self.backend, self.size, self.name = backend, size, backend.name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        n = self.size
+        if len(batch) == n:
+            return self.backend.run(batch)
+        outputs = []
+        for start in range(0, len(batch), n):
+            part = batch[start:start + n]
+            rows = len(part)
+            if rows < n:
+                part = np.concatenate([part, np.zeros((n - rows, *part.shape[1:]), part.dtype)])
+            outputs.append(np.asarray(self.backend.run(part))[:rows])
+        return np.concatenate(outputs)
+
+
+def fixed_batch(bundle: Bundle) -> int | None:
+    """N for a bundle exported with a fixed batch size N, None for a dynamic batch (-1)."""
+    lead = bundle.input["shape"][0]
+    return lead if isinstance(lead, int) and not isinstance(lead, bool) and lead > 0 else None
+
+
 BACKENDS = {"paddle": PaddleBackend, "onnxruntime": OnnxBackend}
 
 
 def create_backend(bundle: Bundle, settings: dict, warmup: list[np.ndarray]):
-    """The backend ``settings["BACKEND"]`` names, loaded for ``bundle`` and run on each ``warmup`` batch."""
-    return BACKENDS[settings["BACKEND"]](bundle, settings, warmup)
+    """The backend ``settings["BACKEND"]`` names, loaded for ``bundle`` and run on each ``warmup`` batch.
+
+    The warm-up batches go to the backend as they are, so for a fixed-batch bundle they must have
+    its batch size (``registry.dummy_batch`` makes them so); requests then pass through ``FixedBatch``.
+    """
+    backend = BACKENDS[settings["BACKEND"]](bundle, settings, warmup)
+    size = fixed_batch(bundle)
+    return FixedBatch(backend, size) if size else backend

@@ -13,8 +13,11 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
+
+from .errors import ApiError
 
 
 class DynamicBatcher:
@@ -30,23 +33,31 @@ class DynamicBatcher:
         threading.Thread(target=self._loop, name="batcher", daemon=True).start()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Queue ``batch`` and wait for its rows of the combined result."""
+        """Queue ``batch`` and wait for its rows of the combined result; 503 ``busy`` after ``timeout_s``."""
         if len(batch) >= self.max_batch:
             if self.on_batch:
                 self.on_batch(len(batch))
             return self.backend.run(batch)
         future: Future = Future()
         self.queue.put((batch, future))
-        return future.result(timeout=self.timeout)
+        try:
+            return future.result(timeout=self.timeout)
+        except FutureTimeout:
+            future.cancel()  # still queued: the batcher drops it; already running: its rows are dropped
+            raise ApiError(503, "busy", f"the model did not answer within {self.timeout:g} s; retry later") from None
 
     def _loop(self) -> None:
         """Forever: collect one batch, run it, deliver the rows."""
         while True:
-            items = self._collect()
-            batch = np.concatenate([x for x, _ in items]) if len(items) > 1 else items[0][0]
-            if self.on_batch:
-                self.on_batch(len(batch))
+            # A request that gave up waiting (timeout) cancelled its future: leave it out. The others
+            # are marked running, so a late cancel() fails and set_result below cannot raise.
+            items = [item for item in self._collect() if item[1].set_running_or_notify_cancel()]
+            if not items:
+                continue
             try:
+                batch = np.concatenate([x for x, _ in items]) if len(items) > 1 else items[0][0]
+                if self.on_batch:
+                    self.on_batch(len(batch))
                 out = self.backend.run(batch)
             except Exception as exc:  # noqa: BLE001  delivered to every waiting request, which reports it
                 for _, future in items:

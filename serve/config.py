@@ -12,7 +12,7 @@ ENV_PREFIX = "SERVE_"
 
 # Every setting and its default. Types come from the defaults (env values are parsed to them).
 DEFAULTS: dict = {
-    "MODELS": "models",            # folder of bundles: DIR/<name>/ or DIR/<name>/<version>/
+    "MODELS": "bundles",           # folder of bundles: DIR/<name>/ or DIR/<name>/<version>/ (not the models/ package)
     "DEVICE": "cpu",               # cpu | gpu
     "THREADS": 1,                  # math threads per predictor (intra-op threads for onnxruntime)
     "MKLDNN": True,                # oneDNN on CPU: ~2x faster convolutions here (docs/SERVING.md)
@@ -75,11 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(Flask development server; use gunicorn in production, see docs/SERVING.md).")
     p.add_argument("--models", default=os.environ.get("SERVE_MODELS", d["MODELS"]),
                    help="folder of bundles, one subfolder per model, optionally with version subfolders 1/, 2/ ... "
-                        "(default: %(default)s)")
+                        "(default: $SERVE_MODELS or %(default)s); the server refuses to start if it holds none")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     p.add_argument("--device", choices=CHOICES["DEVICE"], help=f"default: {d['DEVICE']}")
-    p.add_argument("--threads", type=int, help=f"math threads per predictor (default: {d['THREADS']})")
+    p.add_argument("--threads", type=int, help=f"math threads per predictor, SERVE_THREADS; not gunicorn's "
+                                               f"--threads, which are HTTP threads (default: {d['THREADS']})")
     p.add_argument("--mkldnn", action=argparse.BooleanOptionalAction, default=None,
                    help=f"oneDNN on CPU (default: {'on' if d['MKLDNN'] else 'off'})")
     p.add_argument("--max-body-mb", type=float, help=f"request size limit, 413 above (default: {d['MAX_BODY_MB']})")

@@ -1,11 +1,13 @@
 """gunicorn settings for the server: ``gunicorn -c serve/gunicorn_conf.py 'serve.app:create_app()'``.
 
-Flags given on the command line override these (``-w 4 --threads 2 -b 0.0.0.0:8000``). Keep
-workers x threads x SERVE_THREADS <= CPU cores (docs/SERVING.md).
+Flags given on the command line override these (``-w 4 --threads 2 -b 0.0.0.0:8000``). gunicorn's
+``--threads`` are HTTP threads per worker; unless SERVE_POOL_SIZE is set, each worker also gets that
+many predictors per model (``post_fork`` below). Keep workers (``-w``) x SERVE_POOL_SIZE x
+SERVE_THREADS (math threads per predictor) <= CPU cores: docs/SERVING.md, "Thread arithmetic".
 """
 import os
-import shutil
 import tempfile
+from pathlib import Path
 
 bind = os.environ.get("SERVE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("SERVE_WORKERS", "2"))
@@ -22,10 +24,16 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 
 def on_starting(server):
-    """Start from empty metric files (a previous run's would be added in)."""
-    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder, exist_ok=True)
+    """Start without a previous run's metric files (they would be added in).
+
+    Only prometheus-client's own ``*.db`` files are deleted: PROMETHEUS_MULTIPROC_DIR may be a
+    folder of the user's that holds other things. The folder is created if missing.
+    """
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
 
 
 def post_fork(server, worker):

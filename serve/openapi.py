@@ -16,7 +16,8 @@ NUMBER_LIST = {"type": "array", "items": {"type": "number"}}
 def _errors(*statuses: int) -> dict:
     """Error responses, all in the one error shape."""
     text = {400: "Invalid input", 404: "Unknown model or version", 413: "Body over the size limit",
-            415: "Unsupported Content-Type", 503: "Model loading, refused, or all predictors busy"}
+            415: "Unsupported Content-Type", 422: "The model produced a non-finite output (NaN or infinity)",
+            503: "Model loading, refused, or all predictors busy"}
     return {str(s): {"description": text[s], "content": {"application/json": {"schema": ERROR}}} for s in statuses}
 
 
@@ -89,7 +90,7 @@ def document() -> dict:
     name, version = _path_param("name"), _path_param("version")
     model_meta = _op("Model metadata (V2)", {**_ok("Inputs and outputs"), **_errors(404, 503)})
     model_ready = _op("Model readiness (V2)", {**_ok("Ready"), **_errors(404, 503)})
-    infer = _op("Inference on FP32 tensors (V2)", {**_ok("Output tensors"), **_errors(400, 404, 413, 415, 503)},
+    infer = _op("Inference on FP32 tensors (V2)", {**_ok("Output tensors"), **_errors(400, 404, 413, 415, 422, 503)},
                 _infer_body())
     return {
         "openapi": "3.0.3",
@@ -99,9 +100,9 @@ def document() -> dict:
         "paths": {
             "/": {"get": _op("Drawing page (HTML)", _ok("The page", {"type": "string"}, "text/html"))},
             "/predict/digit": {"post": _op("Classify digit image(s)", {**_ok("Digit and probabilities"),
-                                           **_errors(400, 404, 413, 415, 503)}, _digit_body(), SELECT_MODEL)},
+                                           **_errors(400, 404, 413, 415, 422, 503)}, _digit_body(), SELECT_MODEL)},
             "/predict/house": {"post": _op("Price house(s) in $1000s", {**_ok("Price(s)"),
-                                           **_errors(400, 404, 413, 415, 503)}, _house_body(_feature_names()),
+                                           **_errors(400, 404, 413, 415, 422, 503)}, _house_body(_feature_names()),
                                            SELECT_MODEL)},
             "/v2": {"get": _op("Server metadata (V2)", _ok("Name, version, extensions"))},
             "/v2/health/live": {"get": _op("Liveness (V2)", _ok("Live"))},

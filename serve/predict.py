@@ -33,26 +33,67 @@ def elapsed_ms() -> float:
 
 
 def json_body():
-    """The parsed JSON body; 415 if it is not JSON, 400 if it does not parse."""
+    """The parsed JSON body; 415 if it is not JSON, 400 if it does not parse.
+
+    Parsed here rather than with ``request.get_json(silent=True)``, which only swallows
+    ``ValueError``: a body nested thousands of levels deep (``[[[[...``) raises ``RecursionError``
+    in the JSON parser, and must be a 400 like any other unparsable body, not a 500.
+    """
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
-    body = request.get_json(silent=True)
+    try:
+        body = current_app.json.loads(request.get_data(cache=True))
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "request body nests JSON arrays or objects too deeply") from None
+    except ValueError:  # bad syntax, bad UTF-8, empty body
+        body = None
     if body is None:
         raise ApiError(400, "invalid_json", "request body is not valid JSON")
     return body
 
 
+def finite_float32(values, code: str, what: str, name_of=None) -> np.ndarray:
+    """``values`` cast to float32; a 400 (``code``) if any is NaN or infinite *after* the cast.
+
+    Checked after the cast because a finite float64 beyond float32's range (1e308, or a feature
+    that normalisation makes huge) becomes infinity in float32; the model's answer would then be
+    infinite or NaN, which JSON cannot carry. ``name_of(index)`` names the first bad value.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = np.asarray(values).astype(np.float32)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = name_of(index) if name_of else f"index {list(index)}"
+        raise ApiError(400, code, f"{what} holds non-finite values after conversion to float32 (NaN, infinity, "
+                                  f"or beyond +-3.4e38), first at {where}")
+    return array
+
+
+def check_finite_output(mv, out: np.ndarray) -> np.ndarray:
+    """422 if the model answered NaN or infinity (finite inputs far outside the training data can
+    overflow inside the model); JSON has no such numbers, and a price of "Infinity" is no answer."""
+    if not np.isfinite(out).all():
+        raise ApiError(422, "non_finite_output", f"model {mv.name!r} version {mv.version} produced a non-finite "
+                       "output (NaN or infinity) for this input; inputs this far outside the training data "
+                       "cannot be answered")
+    return out
+
+
 def run_model(mv, batch: np.ndarray) -> tuple[np.ndarray, float]:
-    """Run ``batch`` through the model version; returns the output and its time in ms."""
+    """Run ``batch`` through the model version; returns the output and its time in ms.
+
+    422 (``non_finite_output``) if the output holds NaN or infinity.
+    """
     metrics = current_app.extensions["metrics"]
     if not settings()["DYNAMIC_BATCHING"]:
         metrics.batch_size.labels(mv.name).observe(len(batch))  # the batcher reports its own
     started = time.perf_counter()
-    out = mv.runner.run(batch)
+    out = np.asarray(mv.runner.run(batch))
     seconds = time.perf_counter() - started
     metrics.inference.labels(mv.name).observe(seconds)
-    return out, round(seconds * 1000.0, 3)
+    return check_finite_output(mv, out), round(seconds * 1000.0, 3)
 
 
 # ---- digits ---------------------------------------------------------------------------------
@@ -191,7 +232,10 @@ def predict_house():
     mv = current_app.extensions["registry"].for_task("housing", request.args.get("model"), request.args.get("version"))
     names, mean, std = housing_stats(mv.bundle)
     rows, is_batch = feature_rows(body, names)
-    batch = ((np.asarray(rows, np.float64) - mean) / std).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        normalised = (np.asarray(rows, np.float64) - mean) / std
+    batch = finite_float32(normalised, "invalid_features", "features (normalised with the bundle's mean/std)",
+                           lambda ix: f"{f'house {ix[0]} ' if is_batch else ''}{names[ix[1]]}")
     prices, inference_ms = run_model(mv, batch)
     answers = [{"price": float(p)} for p in np.asarray(prices).reshape(len(rows), -1)[:, 0]]
     head = {"model": mv.name, "version": mv.version, "unit": "$1000s"}

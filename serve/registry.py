@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bundle import CONFIG_FILE, MANIFEST_FILE, Bundle, BundleError, read_bundle
+from common.bundle import CONFIG_FILE, MANIFEST_FILE, Bundle, read_bundle
 
-from .backends import create_backend
+from .backends import create_backend, fixed_batch
 from .batching import DynamicBatcher
 from .errors import ApiError
 
@@ -61,10 +61,18 @@ def _is_bundle(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() or (path / MANIFEST_FILE).is_file()
 
 
+NO_BUNDLES_HINT = ("export one with `python -m export --checkpoint CKPT --out DIR/NAME` "
+                   "(scripts/quickstart.py writes bundles/), or point --models / SERVE_MODELS at a folder of bundles")
+
+
 def discover(root: Path) -> dict[str, Model]:
-    """Models under ``root`` (or ``root`` itself when it is a bundle), by name."""
+    """Models under ``root`` (or ``root`` itself when it is a bundle), by name.
+
+    ``ValueError`` ("no bundles in ROOT ...") when there is none: a server with nothing to serve
+    would start and never become ready, so it refuses to start instead.
+    """
     if not root.is_dir():
-        raise ValueError(f"models folder {root} does not exist")
+        raise ValueError(f"no bundles in {root}: the folder does not exist; {NO_BUNDLES_HINT}")
     folders = [root] if _is_bundle(root) else sorted(p for p in root.iterdir() if p.is_dir())
     models = {}
     for folder in folders:
@@ -77,11 +85,14 @@ def discover(root: Path) -> dict[str, Model]:
             log.warning("skipping %s: neither a bundle nor a folder of numbered bundle versions", folder)
             continue
         models[folder.name] = Model(folder.name, {v: ModelVersion(folder.name, v, p) for v, p in versions.items()})
+    if not models:
+        raise ValueError(f"no bundles in {root}: expected {root}/NAME/ or {root}/NAME/VERSION/ folders holding "
+                         f"{CONFIG_FILE} and {MANIFEST_FILE}; {NO_BUNDLES_HINT}")
     return models
 
 
 def dummy_batch(bundle: Bundle, size: int = 1) -> np.ndarray:
-    """Zeros shaped like the bundle's input, batch dimension ``size``."""
+    """Zeros shaped like the bundle's input, batch dimension ``size`` (a fixed-batch bundle's own N)."""
     shape = [size if d in (-1, None) else d for d in bundle.input["shape"]]
     return np.zeros(shape, dtype=bundle.input.get("dtype", "float32"))
 
@@ -106,9 +117,9 @@ class Registry:
     def _peek(self, mv: ModelVersion) -> None:
         """Read the YAML (no checksums yet) so the task and input are known before loading."""
         try:
-            mv.bundle = read_bundle(mv.path, verify=False)
-            mv.bundle.input  # noqa: B018  (fails early on a YAML without Inputs)
-        except (BundleError, KeyError, TypeError, IndexError) as exc:
+            mv.bundle = read_bundle(mv.path, verify=False)  # also checks Global.task and Inputs[0].shape
+        except Exception as exc:  # noqa: BLE001  whatever is wrong with one bundle refuses it, not the server
+            mv.bundle = None  # so lookups by task (mv.task) never touch a bundle that could not be read
             self._refuse(mv, exc)
         self._report(mv)
 
@@ -130,13 +141,16 @@ class Registry:
         started = time.perf_counter()
         try:
             mv.bundle = read_bundle(mv.path, verify=True)
+            # A bundle exported with a fixed batch N runs exactly N samples per call (FixedBatch pads
+            # and splits): warm up with N, and let the batcher fill calls up to N.
+            max_batch = fixed_batch(mv.bundle) or self.settings["MAX_BATCH_SIZE"]
             warmup = [dummy_batch(mv.bundle)] * self.settings["WARMUP_BATCHES"]
             if self.settings["DYNAMIC_BATCHING"]:
-                warmup.append(dummy_batch(mv.bundle, self.settings["MAX_BATCH_SIZE"]))
+                warmup.append(dummy_batch(mv.bundle, max_batch))
             backend = create_backend(mv.bundle, self.settings, warmup)
             mv.runner, mv.platform = backend, backend.name
             if self.settings["DYNAMIC_BATCHING"]:
-                mv.runner = DynamicBatcher(backend, self.settings["MAX_BATCH_SIZE"], self.settings["MAX_DELAY_MS"],
+                mv.runner = DynamicBatcher(backend, max_batch, self.settings["MAX_DELAY_MS"],
                                            self.settings["POOL_TIMEOUT_S"], self._batch_observer(mv),
                                            busy=(lambda: self.metrics.active) if self.metrics else None)
         except Exception as exc:  # noqa: BLE001  any failure (bad bundle, Paddle error) refuses this model only

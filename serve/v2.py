@@ -2,7 +2,8 @@
 
 Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/. Tensors are the
 model's own input and output, without the friendly API's preprocessing: the digits model takes
-normalised (N, 1, 28, 28) FP32 images, the housing model (N, 13) normalised features. Only FP32 JSON
+normalised (N, 1, 28, 28) FP32 images, the housing model (N, 13) normalised features; N may be any
+size, also for a bundle exported with a fixed batch (the backend pads and splits). Only FP32 JSON
 tensors are accepted (no binary-data extension). Errors keep this server's one error shape.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify
 
 from .errors import ApiError
-from .predict import json_body, run_model, settings
+from .predict import check_finite_output, finite_float32, json_body, run_model, settings
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -63,14 +64,18 @@ def _metadata(mv) -> dict:
     out_name, out_shape = output_spec(mv)
     versions = sorted(registry().models[mv.name].versions, key=int)
     return {"name": mv.name, "versions": versions, "platform": mv.platform or settings()["BACKEND"],
-            "inputs": [{"name": spec["name"], "datatype": "FP32", "shape": list(spec["shape"])}],
-            "outputs": [{"name": out_name, "datatype": "FP32", "shape": out_shape}]}
+            "inputs": [{"name": spec["name"], "datatype": "FP32", "shape": any_batch(spec["shape"])}],
+            "outputs": [{"name": out_name, "datatype": "FP32", "shape": any_batch(out_shape)}]}
 
 
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None):
-    """Inputs and outputs of a model (tensor names, datatypes, shapes with -1 for any size)."""
+    """Inputs and outputs of a model (tensor names, datatypes, shapes with -1 for any size).
+
+    The batch dimension is always -1, also for a bundle exported with a fixed batch N: the server
+    pads smaller batches to N and splits larger ones (its inference.yml keeps the N).
+    """
     return jsonify(_metadata(registry().find(name, version)))
 
 
@@ -86,8 +91,16 @@ def _bad(message: str) -> ApiError:
     return ApiError(400, "invalid_tensor", message)
 
 
+def any_batch(shape: list) -> list:
+    """``shape`` with its batch (first) dimension -1: every model takes any batch size here, since
+    the backend pads or splits batches for bundles exported with a fixed batch (serve/backends.py)."""
+    return [-1, *list(shape)[1:]] if shape else list(shape)
+
+
 def _shape(value, expected: list) -> list[int]:
-    """The request's shape, checked against the model's (-1 matches any size)."""
+    """The request's shape, checked against the model's (-1 matches any size; the batch dimension
+    always does, see ``any_batch``)."""
+    expected = any_batch(expected)
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
         raise _bad(f"'shape' must be a list of integers, got {value!r}")
     if len(value) != len(expected) or any(e not in (-1, None) and d != e for d, e in zip(value, expected)):
@@ -118,9 +131,7 @@ def _tensor(item, spec: dict) -> np.ndarray:
         raise _bad("'data' must be a (flat or nested) list of numbers")
     if data.size != math.prod(shape):
         raise _bad(f"'data' holds {data.size} values; shape {shape} needs {math.prod(shape)}")
-    data = data.astype(np.float32)
-    if not np.isfinite(data).all():
-        raise _bad("'data' holds non-finite values (NaN or infinity, or beyond FP32)")
+    data = finite_float32(data, "invalid_tensor", "'data'")
     return data.reshape(shape)
 
 
@@ -148,7 +159,9 @@ def infer(name: str, version: str | None = None):
     _requested_outputs(body, out_name)
     batch = _tensor(body["inputs"][0], mv.bundle.input)
     out, _ = run_model(mv, batch)
-    out = np.asarray(out, np.float32).reshape(len(batch), -1)
+    with np.errstate(over="ignore"):  # a float64 output beyond float32's range: refused just below
+        out = np.asarray(out, np.float32).reshape(len(batch), -1)
+    check_finite_output(mv, out)
     answer = {"model_name": mv.name, "model_version": mv.version,
               "outputs": [{"name": out_name, "shape": list(out.shape), "datatype": "FP32", "data": out.ravel().tolist()}]}
     if "id" in body:

@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ import requests
 
 from common.digit_image import normalize
 from common.housing import FEATURE_NAMES
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_module
 from tests.digit_renderings import render_like_user
 
 HOUSE = [0.00632, 18.0, 2.31, 0.0, 0.538, 6.575, 65.2, 4.09, 1.0, 296.0, 15.3, 396.9, 4.98]  # first row, ~$24k
@@ -90,17 +91,27 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def models_dir(mnist_bundle, housing_bundle, tmp_path_factory) -> Path:
-    """mnist with versions 1 and 2, housing as a plain bundle, and a damaged bundle to be refused."""
+def models_dir(mnist_bundle, housing_bundle, mnist_checkpoint, tmp_path_factory) -> Path:
+    """mnist with versions 1 and 2, housing as a plain bundle, mnist exported with a fixed batch of 4,
+    and bundles to be refused: a damaged one, and two whose manifest.json / inference.yml parse but are lists."""
+    from export import export_checkpoint
+
     root = tmp_path_factory.mktemp("models")
     shutil.copytree(mnist_bundle, root / "mnist" / "1")
     shutil.copytree(mnist_bundle, root / "mnist" / "2")
     shutil.copytree(housing_bundle, root / "housing")
+    export_checkpoint(mnist_checkpoint, root / "mnist_fixed", batch=4)  # sorts after "mnist": not the default
     shutil.copytree(housing_bundle, root / "broken")
     params = root / "broken" / "inference.pdiparams"
     data = bytearray(params.read_bytes())
     data[-1] ^= 0xFF  # one flipped byte: the sha256 check must catch it
     params.write_bytes(bytes(data))
+    for name, manifest, config in (("listmanifest", "[]", (housing_bundle / "inference.yml").read_text()),
+                                   ("listyaml", (housing_bundle / "manifest.json").read_text(), "- a\n- b\n")):
+        (root / name).mkdir()
+        for file, text in (("manifest.json", manifest), ("inference.yml", config), ("inference.json", "{}"),
+                           ("inference.pdiparams", "")):
+            (root / name / file).write_text(text)
     return root
 
 
@@ -124,6 +135,10 @@ def dev(models_dir, tmp_path_factory):
 def guni(models_dir, tmp_path_factory):
     """gunicorn, two workers of two threads, dynamic batching on, metrics in multiprocess mode."""
     tmp = tmp_path_factory.mktemp("gunicorn")
+    # A folder of the user's: gunicorn_conf.py may delete a previous run's *.db files there, nothing else.
+    (tmp / "prometheus").mkdir()
+    (tmp / "prometheus" / "keep.txt").write_text("the user's")
+    (tmp / "prometheus" / "counter_1.db").write_bytes(b"stale metrics of an earlier run")
     server = Server([sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", "-w", "2", "--threads", "2",
                      "-b", "127.0.0.1:{port}", "serve.app:create_app()"], tmp / "server.log",
                     env={"SERVE_MODELS": str(models_dir), "SERVE_DYNAMIC_BATCHING": "1", "SERVE_MAX_DELAY_MS": "5",
@@ -189,10 +204,33 @@ def test_readiness_before_and_after_warm_up(dev):
 
 
 def test_damaged_bundle_is_refused_and_the_others_serve(dev):
-    assert "REFUSING model 'broken'" in dev.log() and "sha256" in dev.log()
+    log = dev.log_path.read_text(errors="replace")  # the whole log: refusals come first
+    assert "REFUSING model 'broken'" in log and "sha256" in log
     error = assert_error(dev.get("/v2/models/broken/ready"), 503, "model_unavailable")
     assert "sha256" in error["message"]
     assert dev.post("/predict/house", json=HOUSE).status_code == 200
+    # Files that parse but are not what a bundle holds refuse that bundle only, not the server.
+    for name, fragment in (("listmanifest", "manifest.json must hold a JSON object"),
+                           ("listyaml", "inference.yml must hold a mapping")):
+        assert f"REFUSING model {name!r}" in log
+        assert fragment in assert_error(dev.get(f"/v2/models/{name}/ready"), 503, "model_unavailable")["message"]
+        assert_error(dev.get(f"/v2/models/{name}"), 503, "model_unavailable")
+
+
+def test_no_bundles_refuses_to_start(tmp_path, monkeypatch):
+    from serve import create_app
+    from serve.config import build_parser
+
+    monkeypatch.delenv("SERVE_MODELS", raising=False)
+    assert build_parser().parse_args([]).models == "bundles"  # not the project's models/ package
+    (tmp_path / "not-a-bundle").mkdir()
+    for folder in (tmp_path, tmp_path / "missing"):
+        with pytest.raises(ValueError, match=f"no bundles in {folder}"):
+            create_app({"MODELS": str(folder)})
+    # The old default: models/ is Python code. One line and exit 2, rather than never becoming ready.
+    proc = run_module("serve", "--models", "models", "--port", str(free_port()), check=False, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("serve: error: no bundles in models: ")
 
 
 def test_server_metadata_and_liveness(dev):
@@ -306,6 +344,8 @@ def test_house_list_object_and_batch(dev, housing_bundle):
     (["1"] + HOUSE[1:], "must be a number"),
     ([True] + HOUSE[1:], "must be a number"),
     ([10 ** 400] + HOUSE[1:], "finite"),
+    ([1e308] + HOUSE[1:], "float32"),  # finite as a JSON number, infinite once normalised and cast to float32
+    ([HOUSE, HOUSE[:9] + [-1e308] + HOUSE[10:]], "first at house 1 TAX"),
     ("house", "list of 13"),
     ([], "0 numbers"),
 ])
@@ -346,6 +386,17 @@ def test_v2_infer_housing(dev):
     assert out["name"] == "price" and out["shape"] == [3, 1] and 15 < out["data"][0] < 35
 
 
+def test_v2_non_finite_output_is_422(dev):
+    # The linear model's weights, probed: price(e_i) - price(0). Inputs of float32's largest size,
+    # each signed like its weight, are finite but overflow the price to infinity.
+    probe = np.vstack([np.zeros(13), np.eye(13)]).astype(np.float32)
+    prices = np.array(dev.post("/v2/models/housing/infer", json=v2_request(probe, name="features")).json()
+                      ["outputs"][0]["data"])
+    huge = (3e38 * np.sign(prices[1:] - prices[0])).astype(np.float32)[None]
+    r = dev.post("/v2/models/housing/infer", json=v2_request(huge, name="features"))
+    assert "non-finite output" in assert_error(r, 422, "non_finite_output")["message"]
+
+
 @pytest.mark.parametrize("change, fragment", [
     ({"name": "pixels"}, "unknown input"),
     ({"datatype": "INT32"}, "FP32"),
@@ -357,6 +408,7 @@ def test_v2_infer_housing(dev):
     ({"data": ["a"] * 784}, "list of numbers"),
     ({"data": [[0.0] * 783, [0.0]]}, "list of numbers"),
     ({"data": [float("nan")] * 784}, "non-finite"),
+    ({"data": [1e39] * 784}, "non-finite"),  # finite in JSON, beyond float32
     ({"parameters": {"binary_data_size": 3136}}, "binary"),
 ])
 def test_v2_infer_bad_tensors(dev, change, fragment):
@@ -377,6 +429,9 @@ def test_v2_infer_bad_requests(dev):
     assert_error(dev.post("/v2/models/mnist/versions/7/infer", json=v2_request(x)), 404, "version_not_found")
     assert_error(dev.get("/v2/models/mnist/versions/x"), 404)
     assert_error(dev.post("/v2/models/mnist/infer", data="{", headers={"Content-Type": "application/json"}), 400)
+    for route in ("/v2/models/mnist/infer", "/predict/house", "/predict/digit"):  # RecursionError in the parser
+        r = dev.post(route, data="[" * 200_000, headers={"Content-Type": "application/json"})
+        assert_error(r, 400, "invalid_json")
     assert_error(dev.post("/v2/models/mnist/infer", data="x", headers={"Content-Type": "text/plain"}), 415)
 
 
@@ -503,6 +558,8 @@ def test_gunicorn_serves_with_dynamic_batching(guni, digits):
 
 
 def test_gunicorn_metrics_add_up_workers(guni):
+    folder = guni.log_path.parent / "prometheus"
+    assert (folder / "keep.txt").read_text() == "the user's" and not (folder / "counter_1.db").exists()
     for _ in range(6):
         guni.get("/v2/health/live")
     text = guni.get("/metrics").text
@@ -514,6 +571,53 @@ def test_gunicorn_metrics_add_up_workers(guni):
 def test_gunicorn_oversized_body_is_413(guni):
     r = guni.post("/predict/digit", data=b"\0" * (11 * 1024 * 1024), headers={"Content-Type": "image/png"})
     assert_error(r, 413)
+
+
+# ---- fixed-batch bundles, the batcher's timeout -----------------------------------------------
+
+
+def test_fixed_batch_bundle_pads_and_splits(dev, guni, digits):
+    """A bundle exported with --batch 4 answers any batch: padded to 4, or split into 4s (and through
+    gunicorn's dynamic batcher, which fills calls up to 4)."""
+    images, labels = digits
+    want = dev.post("/v2/models/mnist/infer", json=v2_request(normalize(images))).json()["outputs"][0]["data"]
+    for server in (dev, guni):
+        meta = server.get("/v2/models/mnist_fixed").json()
+        assert meta["inputs"][0]["shape"] == [-1, 1, 28, 28] and meta["outputs"][0]["shape"] == [-1, 10]
+        for n in (1, 5, 12):
+            files = [("file", (f"{i}.png", png(im), "image/png")) for i, im in enumerate(images[:n])]
+            r = server.post("/predict/digit?model=mnist_fixed", files=files)
+            assert r.status_code == 200, r.text
+            assert [p["digit"] for p in (r.json()["predictions"] if n > 1 else [r.json()])] == labels[:n]
+            out = server.post("/v2/models/mnist_fixed/infer", json=v2_request(normalize(images[:n]))).json()["outputs"][0]
+            assert out["shape"] == [n, 10] and np.allclose(out["data"], want[:n * 10], atol=1e-4)
+    with ThreadPoolExecutor(8) as pool:  # single requests at once: the batcher merges them, up to 4
+        answers = list(pool.map(lambda im: guni.post("/predict/digit?model=mnist_fixed", data=png(im),
+                                                     headers={"Content-Type": "image/png"}).json()["digit"], images))
+    assert answers == labels
+
+
+def test_dynamic_batcher_timeout_is_503_busy():
+    """A request the batcher does not answer in time gets ApiError 503 busy (not a TimeoutError, a 500),
+    and the requests that gave up do not break the batcher thread."""
+    from serve.batching import DynamicBatcher
+    from serve.errors import ApiError
+
+    release = threading.Event()
+
+    class Slow:
+        def run(self, batch):
+            release.wait(30)
+            return batch * 2
+
+    batcher = DynamicBatcher(Slow(), max_batch=8, max_delay_ms=1, timeout_s=0.2)
+    x = np.ones((1, 3), np.float32)
+    for _ in range(2):  # the first is running when it gives up, the second still queued
+        with pytest.raises(ApiError) as caught:
+            batcher.run(x)
+        assert (caught.value.status, caught.value.code) == (503, "busy")
+    release.set()
+    assert np.array_equal(batcher.run(x), x * 2)
 
 
 # ---- onnxruntime backend ---------------------------------------------------------------------
@@ -568,10 +672,20 @@ def draw(page, strokes: list[list[tuple[float, float]]]) -> str:
     return page.locator("#digit").inner_text()
 
 
+def skip_unless_ci(message: str) -> None:
+    """Skip, except under CI (CI=true), where a missing tool must fail the run, as conftest does for data."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def test_drawing_page_predicts_drawn_digits(dev):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        skip_unless_ci("playwright is not installed (pip install playwright)")
     if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+        skip_unless_ci("Debian's chromium is not installed at /usr/bin/chromium")
     html = dev.get("/").text
     assert "<script src" not in html and "<link" not in html and "http" not in html.split("<body")[1]
     with sync_api.sync_playwright() as p:
