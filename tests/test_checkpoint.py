@@ -115,3 +115,13 @@ def test_resume_by_path_continues_in_that_runs_folder(data_dir, tmp_path):
     assert "resuming from" in proc.stdout and str(out) in proc.stdout
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_max_steps_is_not_inherited_on_resume(data_dir, tmp_path):
+    out = tmp_path / "run"
+    run_module("train", "housing", "--epochs", "2", "--max-steps", "5", "--data-dir", str(data_dir),
+               "--output", str(out), "--no-progress")
+    run_module("train", "housing", "--resume", "auto", "--epochs", "2", "--data-dir", str(data_dir),
+               "--output", str(out), "--no-progress")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["global_step"] == 24

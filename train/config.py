@@ -35,6 +35,10 @@ IDENTITY_FIELDS = ("task", "model", "batch_size", "optimizer", "lr", "lr_schedul
                    "weight_decay", "dropout", "seed", "val_size", "train_subset", "amp",
                    "softmax_before_loss")
 
+# Fields that describe one invocation, not the run: never inherited from the checkpoint on resume
+# (a run stopped by --max-steps continues to its epochs unless --max-steps is given again).
+PER_INVOCATION = ("resume", "max_steps")
+
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam", "adamw")
 SCHEDULES = ("constant", "piecewise", "cosine")
 
@@ -93,7 +97,7 @@ def resolve(config: TrainConfig, saved: dict | None = None) -> TrainConfig:
     values = {}
     for f in fields(TrainConfig):
         value = getattr(config, f.name)
-        if value is None and saved is not None and f.name in saved and f.name != "resume":
+        if value is None and saved is not None and f.name in saved and f.name not in PER_INVOCATION:
             value = saved[f.name]
         if value is None:
             value = defaults.get(f.name)
