@@ -40,6 +40,15 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def graph_file(folder: str | Path) -> Path:
+    """The model graph in ``folder``: inference.json, else inference.pdmodel (BundleError if neither)."""
+    folder = Path(folder)
+    for name in GRAPH_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise BundleError(f"{folder} has no model graph ({' or '.join(GRAPH_FILES)})")
+
+
 @dataclass
 class Bundle:
     """A verified bundle: its folder, ``inference.yml`` (``info``) and ``manifest.json``."""
@@ -62,7 +71,7 @@ class Bundle:
 
     @property
     def graph_file(self) -> Path:
-        return next(self.path / name for name in GRAPH_FILES if (self.path / name).is_file())
+        return graph_file(self.path)
 
     @property
     def onnx_file(self) -> Path | None:
@@ -80,8 +89,7 @@ def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
     for name in (CONFIG_FILE, MANIFEST_FILE, f"{PREFIX}.pdiparams"):
         if not (path / name).is_file():
             raise BundleError(f"{path} is not a complete bundle: {name} is missing")
-    if not any((path / name).is_file() for name in GRAPH_FILES):
-        raise BundleError(f"{path} has no model graph ({' or '.join(GRAPH_FILES)})")
+    graph_file(path)  # raises if there is none
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_text())
         info = yaml.safe_load((path / CONFIG_FILE).read_text())
@@ -122,10 +130,10 @@ def _check_types(path: Path, manifest, info) -> None:
         raise BundleError(f"{path}: {CONFIG_FILE} Inputs must list the input as {{name, shape: [integers]}}")
 
 
-def predictor_config(bundle: Bundle, device: str = "cpu", threads: int = 1, mkldnn: bool = True,
+def predictor_config(bundle: Bundle | str | Path, device: str = "cpu", threads: int = 1, mkldnn: bool = True,
                      ir_optim: bool = True, memory_optim: bool = False, tensorrt: bool = False,
                      gpu_mem_mb: int = 256, gpu_id: int = 0):
-    """A ``paddle.inference.Config`` for the bundle's graph (.json or .pdmodel) and weights.
+    """A ``paddle.inference.Config`` for the graph (.json or .pdmodel) and weights of a bundle or folder.
 
     ``memory_optim`` is off by default: on Paddle 3.3 PIR programs, ``enable_memory_optim()`` makes
     ``create_predictor`` fail ("Not find predictor_id 0 and pass_name memory_optimize_pass").
@@ -134,7 +142,8 @@ def predictor_config(bundle: Bundle, device: str = "cpu", threads: int = 1, mkld
 
     # Name both files: on Paddle 3.3 ``Config(dir, "inference")`` only looks for inference.json,
     # while this form loads the PIR .json and the legacy .pdmodel alike.
-    config = inference.Config(str(bundle.graph_file), str(bundle.path / f"{PREFIX}.pdiparams"))
+    folder = bundle.path if isinstance(bundle, Bundle) else Path(bundle)
+    config = inference.Config(str(graph_file(folder)), str(folder / f"{PREFIX}.pdiparams"))
     if device == "gpu":
         config.enable_use_gpu(gpu_mem_mb, gpu_id)
         if tensorrt:
@@ -155,8 +164,8 @@ def predictor_config(bundle: Bundle, device: str = "cpu", threads: int = 1, mkld
     return config
 
 
-def create_predictor(bundle: Bundle, **options):
-    """A ready ``paddle.inference`` predictor for the bundle (options as in ``predictor_config``)."""
+def create_predictor(bundle: Bundle | str | Path, **options):
+    """A ready ``paddle.inference`` predictor for a bundle or folder (options as in ``predictor_config``)."""
     from paddle import inference
 
     return inference.create_predictor(predictor_config(bundle, **options))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from common.bundle import Bundle, BundleError, create_predictor, read_bundle, run_predictor
+from common.bundle import BundleError, create_predictor, read_bundle, run_predictor
 
 from .errors import ExportError
 from .samples import Samples, load_samples
@@ -52,7 +52,7 @@ def predictor_outputs(predictor, x: np.ndarray, size: int, fixed: bool) -> np.nd
 
 def open_predictor(folder: Path, mkldnn: bool, threads: int = 1):
     """A CPU ``paddle.inference`` predictor on the graph files in ``folder`` (.json or .pdmodel)."""
-    return create_predictor(Bundle(Path(folder), info={}, manifest={}), threads=threads, mkldnn=mkldnn)
+    return create_predictor(folder, threads=threads, mkldnn=mkldnn)
 
 
 def compare(task: str, reference: np.ndarray, output: np.ndarray) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.bundle import PREFIX, Bundle
+from common.bundle import PREFIX, graph_file
 
 from .errors import ExportError
 from .parity import TOLERANCE_TEXT, batch_sizes, batches, compare, open_predictor, predictor_outputs
@@ -31,7 +31,7 @@ def convert(folder: Path) -> Path:
     """Write ``inference.onnx`` next to the Paddle graph in ``folder``."""
     import paddle2onnx
 
-    graph = Bundle(folder, info={}, manifest={}).graph_file
+    graph = graph_file(folder)
     target = folder / f"{PREFIX}.onnx"
     try:
         paddle2onnx.export(str(graph), str(folder / f"{PREFIX}.pdiparams"), save_file=str(target))
