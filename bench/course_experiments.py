@@ -232,10 +232,9 @@ def raw_feature_sgd(data_dir: str | None, lr: float, epochs: int = 100, batch_si
     import numpy as np
     import paddle
 
-    from train.data import HOUSING_TRAIN_ROWS, read_housing
+    from common.datasets import housing_split
 
-    table = read_housing(data_dir).astype(np.float32)
-    train, test = table[:HOUSING_TRAIN_ROWS], table[HOUSING_TRAIN_ROWS:]
+    train, test = (rows.astype(np.float32) for rows in housing_split(data_dir))
     paddle.seed(seed)
     rng = np.random.RandomState(seed)
     model = paddle.nn.Linear(13, 1)

@@ -5,8 +5,16 @@ Layout (everything a server needs, nothing from ``train/`` or ``models/``)::
     inference.json | inference.pdmodel   static graph (PIR JSON from Paddle 3, or legacy protobuf)
     inference.pdiparams                  weights
     inference.onnx                       optional, with --onnx
-    inference.yml                        model name, task, inputs, preprocessing, postprocessing
+    inference.yml                        model name, task, inputs, outputs, preprocessing, postprocessing
     manifest.json                        sha256 of every file, provenance, metrics, parity figures
+
+``inference.yml`` (PaddleClas/PaddleX style) is what drives the server::
+
+    Global:      {model_name, task, format, batch, paddle_version}
+    Inputs:      [{name, shape, dtype}, ...]   graph inputs in feed order; shape[0] -1 = any batch
+    Outputs:     [{name, shape, dtype}, ...]   graph outputs in fetch order
+    PreProcess:  optional; what turns a user's input into Inputs (the server refuses what it cannot run)
+    PostProcess: optional; what the outputs mean (labels, units)
 
 This module is the one reader of that format, imported by export (to check what it wrote) and by
 serve (to load it).
@@ -25,6 +33,9 @@ CONFIG_FILE = "inference.yml"
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "paddle-toolkit-bundle/1"
 GRAPH_FILES = ("inference.json", "inference.pdmodel")  # Paddle Inference tries them in this order
+# Tensor dtypes a bundle may declare, and their Open Inference Protocol (KServe V2) names.
+DTYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
+          "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}
 
 
 class BundleError(Exception):
@@ -66,8 +77,20 @@ class Bundle:
         return self.info["Global"]["model_name"]
 
     @property
-    def input(self) -> dict:
-        return self.info["Inputs"][0]
+    def inputs(self) -> list[dict]:
+        """The graph's inputs in feed order: ``{name, shape, dtype}`` each."""
+        return self.info["Inputs"]
+
+    @property
+    def outputs(self) -> list[dict]:
+        """The graph's outputs in fetch order: ``{name, shape, dtype}`` each."""
+        return self.info["Outputs"]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """N for a graph exported with a fixed batch size N, None when any batch size goes (-1)."""
+        lead = self.inputs[0]["shape"][0]
+        return lead if lead > 0 else None
 
     @property
     def graph_file(self) -> Path:
@@ -123,11 +146,22 @@ def _check_types(path: Path, manifest, info) -> None:
     glob = info.get("Global")
     if not isinstance(glob, dict) or not isinstance(glob.get("task"), str):
         raise BundleError(f"{path}: {CONFIG_FILE} needs a Global mapping with a task name")
-    inputs = info.get("Inputs")
-    first = inputs[0] if isinstance(inputs, list) and inputs else None
-    if not isinstance(first, dict) or not isinstance(first.get("name"), str) or not isinstance(first.get("shape"), list) \
-            or not first["shape"] or not all(isinstance(d, int) and not isinstance(d, bool) for d in first["shape"]):
-        raise BundleError(f"{path}: {CONFIG_FILE} Inputs must list the input as {{name, shape: [integers]}}")
+    for section in ("Inputs", "Outputs"):
+        tensors = info.get(section)
+        if not isinstance(tensors, list) or not tensors or not all(_is_tensor(t) for t in tensors):
+            raise BundleError(f"{path}: {CONFIG_FILE} {section} must list tensors as {{name, shape: [integers], "
+                              f"dtype: one of {', '.join(DTYPES)}}}")
+        if len({t["name"] for t in tensors}) != len(tensors):
+            raise BundleError(f"{path}: {CONFIG_FILE} {section} names a tensor twice")
+    if len({t["shape"][0] for t in info["Inputs"]}) != 1:
+        raise BundleError(f"{path}: {CONFIG_FILE} Inputs disagree on the batch dimension")
+
+
+def _is_tensor(t) -> bool:
+    shape = t.get("shape") if isinstance(t, dict) else None
+    return (isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("dtype") in DTYPES
+            and isinstance(shape, list) and len(shape) >= 1
+            and all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1) for d in shape))
 
 
 def predictor_config(bundle: Bundle | str | Path, device: str = "cpu", threads: int = 1, mkldnn: bool = True,
@@ -171,10 +205,20 @@ def create_predictor(bundle: Bundle | str | Path, **options):
     return inference.create_predictor(predictor_config(bundle, **options))
 
 
-def run_predictor(predictor, batch) -> np.ndarray:  # noqa: F821
-    """One zero-copy inference call: copy ``batch`` in, run, copy the first output out."""
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(list(batch.shape))
-    handle.copy_from_cpu(batch)
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+class PredictorRunner:
+    """A predictor with its zero-copy input and output handles looked up once, in feed/fetch order."""
+
+    def __init__(self, predictor, input_names: list[str] | None = None):
+        self.predictor = predictor
+        names = input_names or predictor.get_input_names()
+        self.inputs = [predictor.get_input_handle(n) for n in names]
+        self.outputs = [predictor.get_output_handle(n) for n in predictor.get_output_names()]
+
+    def run(self, arrays) -> list:
+        """One inference call: copy each array in (a single array is the only input), run, copy out."""
+        arrays = [arrays] if not isinstance(arrays, (list, tuple)) else arrays
+        for handle, array in zip(self.inputs, arrays, strict=True):
+            handle.reshape(list(array.shape))
+            handle.copy_from_cpu(array)
+        self.predictor.run()
+        return [handle.copy_to_cpu() for handle in self.outputs]

@@ -1,7 +1,10 @@
 """Turn a user's digit image into the MNIST model's input.
 
 The one place that knows what the network expects. Training uses ``normalize``; export writes
-``PREPROCESS_SPEC`` into the bundle's inference.yml; the server runs ``preprocess`` on uploads.
+``preprocess_spec()`` into the bundle's inference.yml; the server builds a ``DigitPreprocessor``
+from the bundle's PreProcess section (``DigitPreprocessor.from_spec``) and runs it on uploads, so
+a bundle with other parameters is served with those, and one with steps this module does not
+implement is refused instead of being served with ours.
 
 ``to_mnist`` repeats what LeCun et al. did to build MNIST from NIST scans, so a photo or a
 drawing ends up looking like the training data: the digit, white on black, fitted into a
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -57,10 +61,10 @@ class ImageError(ValueError):
 # Normalisation (training and serving)
 
 
-def normalize(gray: np.ndarray) -> np.ndarray:
+def normalize(gray: np.ndarray, mean: float = MEAN, std: float = STD, scale: float = 1 / 255) -> np.ndarray:
     """Scale uint8 (28, 28) or (N, 28, 28) white-on-black digits to float32 (N, 1, 28, 28).
 
-    Computes (x / 255 - MEAN) / STD. Only uint8 is accepted: a float array could be on the
+    Computes (x * scale - mean) / std. Only uint8 is accepted: a float array could be on the
     [0, 1] or the [0, 255] scale, and guessing wrong would silently ruin training.
     """
     gray = np.asarray(gray)
@@ -72,14 +76,16 @@ def normalize(gray: np.ndarray) -> np.ndarray:
     if gray.shape[-2:] != (CANVAS, CANVAS) or gray.ndim not in (2, 3):
         raise ValueError(f"normalize expects shape (28, 28) or (N, 28, 28), got {gray.shape}")
     x = gray.reshape(-1, 1, CANVAS, CANVAS).astype(np.float32)
-    return (x / np.float32(255) - np.float32(MEAN)) / np.float32(STD)
+    if scale == 1 / 255:  # divide rather than multiply: bit-identical to the data training saw
+        return (x / np.float32(255) - np.float32(mean)) / np.float32(std)
+    return (x * np.float32(scale) - np.float32(mean)) / np.float32(std)
 
 
 # ---------------------------------------------------------------------------------------------
 # Decoding untrusted bytes
 
 
-def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = _FORMATS) -> np.ndarray:
     """Decode PNG/JPEG/BMP/WebP bytes to a uint8 gray or BGR image, refusing oversized images.
 
     The size comes from the header (Pillow reads only that) and is checked before any pixel is
@@ -88,7 +94,7 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """
     if not data:
         raise ImageError("image is empty (0 bytes)")
-    (width, height), orientation = _read_header(data)
+    (width, height), orientation = _read_header(data, formats)
     if width * height > max_pixels:
         raise ImageError(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
@@ -101,10 +107,10 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return _drop_alpha(_to_uint8(image))
 
 
-def _read_header(data: bytes) -> tuple[tuple[int, int], int]:
+def _read_header(data: bytes, formats: tuple[str, ...] = _FORMATS) -> tuple[tuple[int, int], int]:
     """Return ((width, height), EXIF orientation) from the image header, decoding no pixels."""
     try:
-        with Image.open(io.BytesIO(data), formats=_FORMATS) as im:
+        with Image.open(io.BytesIO(data), formats=formats) as im:
             # Only JPEG and WebP keep EXIF in the header; PNG may put it after the pixels.
             exif = im.getexif() if im.format in ("JPEG", "MPO", "WEBP") else {}
             if im.format == "PNG":
@@ -148,17 +154,18 @@ def _drop_alpha(image: np.ndarray) -> np.ndarray:
 # Making an MNIST-like 28 x 28
 
 
-def to_mnist(image: np.ndarray) -> np.ndarray:
+def to_mnist(image: np.ndarray, box: int = BOX, noise_sigmas: float = _NOISE_SIGMAS,
+             min_contrast: int = _MIN_CONTRAST, speck_fraction: float = _SPECK_FRACTION) -> np.ndarray:
     """Turn any gray/BGR/BGRA digit image into a uint8 (28, 28) white-on-black MNIST-like one.
 
     Dark-on-light or light-on-dark, any size, off-centre: the digit is found, cropped, fitted
     into BOX x BOX and centred by its centre of mass. Raises ImageError when there is no digit.
     """
-    ink = _ink(_to_gray(image))
+    ink = _ink(_to_gray(image), noise_sigmas, min_contrast, speck_fraction)
     x, y, w, h = cv2.boundingRect(ink)
-    digit = _fit_box(ink[y:y + h, x:x + w], BOX)
+    digit = _fit_box(ink[y:y + h, x:x + w], box)
     if not digit.any():  # e.g. two dots in opposite corners of a big photo: averaged away
-        raise ImageError("image has no visible digit: its marks vanish when scaled to 20x20 pixels")
+        raise ImageError(f"image has no visible digit: its marks vanish when scaled to {box}x{box} pixels")
     # Shrinking thins strokes and lowers their peak; MNIST strokes peak at 255.
     digit = cv2.convertScaleAbs(digit, alpha=255.0 / digit.max())
     return _center_of_mass(digit, CANVAS)
@@ -176,7 +183,8 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
     raise ImageError(f"expected a gray, BGR or BGRA image, got an array of shape {image.shape}")
 
 
-def _ink(gray: np.ndarray) -> np.ndarray:
+def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: int = _MIN_CONTRAST,
+         speck_fraction: float = _SPECK_FRACTION) -> np.ndarray:
     """Return the ink as white on black with the background zeroed, or raise ImageError.
 
     The background is the median pixel (a digit covers well under half of its picture), so the
@@ -190,15 +198,15 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         gray, background = cv2.bitwise_not(gray), 255 - background
     ink = cv2.subtract(gray, np.full_like(gray, background))  # saturates at 0
     noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(gray, np.full_like(gray, background)))
-    _, ink = cv2.threshold(ink, _NOISE_SIGMAS * noise, 255, cv2.THRESH_TOZERO)
+    _, ink = cv2.threshold(ink, noise_sigmas * noise, 255, cv2.THRESH_TOZERO)
     # Measured after a light blur so that lone noisy pixels cannot pass for a digit.
     contrast = int(cv2.GaussianBlur(ink, (3, 3), 0).max())
-    if contrast < _MIN_CONTRAST:
+    if contrast < min_contrast:
         raise ImageError(
             f"image has no visible digit: its strongest marks stand out from the background by "
-            f"{contrast} grey levels, at least {_MIN_CONTRAST} are needed"
+            f"{contrast} grey levels, at least {min_contrast} are needed"
         )
-    return _remove_specks(ink)
+    return _remove_specks(ink, speck_fraction)
 
 
 def _median_u8(values: np.ndarray) -> int:
@@ -207,13 +215,13 @@ def _median_u8(values: np.ndarray) -> int:
     return int(np.searchsorted(np.cumsum(counts), (values.size + 1) // 2))
 
 
-def _remove_specks(ink: np.ndarray) -> np.ndarray:
+def _remove_specks(ink: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> np.ndarray:
     """Zero the connected blobs that are tiny next to the largest one (dust, JPEG noise)."""
     _, labels, stats, _ = cv2.connectedComponentsWithStats(
         (ink > 0).astype(np.uint8), connectivity=8
     )
     areas = stats[:, cv2.CC_STAT_AREA]
-    keep = areas >= _SPECK_FRACTION * areas[1:].max()
+    keep = areas >= speck_fraction * areas[1:].max()
     keep[0] = False  # label 0 is the background
     return np.where(keep[labels], ink, 0).astype(np.uint8)
 
@@ -246,37 +254,105 @@ def _center_of_mass(digit: np.ndarray, canvas: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# The whole chain, and its description for inference.yml
+# The whole chain, built from (and described by) the bundle's PreProcess section
+
+
+@dataclass(frozen=True)
+class DigitPreprocessor:
+    """decode -> to_mnist -> normalize with the parameters of one bundle.
+
+    ``preprocess_spec()`` writes the parameters as PaddleClas-style ``transform_ops``; ``from_spec``
+    reads them back and refuses any step, order or parameter this module does not implement.
+    """
+
+    formats: tuple[str, ...] = _FORMATS
+    max_pixels: int = MAX_PIXELS
+    noise_sigmas: float = _NOISE_SIGMAS
+    min_contrast: int = _MIN_CONTRAST
+    speck_fraction: float = _SPECK_FRACTION
+    box: int = BOX
+    canvas: int = CANVAS
+    scale: float = 1 / 255
+    mean: float = MEAN
+    std: float = STD
+
+    # op name -> the fields it carries, in the order the chain runs them
+    OPS = {
+        "DecodeImage": ("formats", "max_pixels"),
+        "ToGray": (),
+        "ExtractInk": ("noise_sigmas", "min_contrast", "speck_fraction"),
+        "FitBox": ("box",),
+        "CenterOfMass": ("canvas",),
+        "Normalize": ("scale", "mean", "std"),
+        "ToCHW": (),
+    }
+
+    def spec(self) -> dict:
+        """The PreProcess section of inference.yml (plain types only, for yaml.safe_dump)."""
+        def plain(value):
+            return list(value) if isinstance(value, tuple) else value
+        return {"name": "DigitImage", "transform_ops": [
+            {op: {f: plain(getattr(self, f)) for f in fields}} for op, fields in self.OPS.items()]}
+
+    @classmethod
+    def from_spec(cls, spec) -> "DigitPreprocessor":
+        """Parse a bundle's PreProcess; ``ValueError`` saying what is not implemented here."""
+        ops = spec.get("transform_ops") if isinstance(spec, dict) else None
+        if not isinstance(ops, list) or not all(isinstance(op, dict) and len(op) == 1 for op in ops):
+            raise ValueError("PreProcess needs transform_ops: a list of {OpName: {parameters}}")
+        names = [next(iter(op)) for op in ops]
+        if names != list(cls.OPS):
+            raise ValueError(f"PreProcess transform_ops {names} are not implemented by this server; it runs "
+                             f"exactly {list(cls.OPS)} (with any parameters)")
+        values = {}
+        for op in ops:
+            (name, params), = op.items()
+            params = params or {}
+            if not isinstance(params, dict) or set(params) != set(cls.OPS[name]):
+                raise ValueError(f"PreProcess {name} takes exactly the parameters {list(cls.OPS[name]) or 'none'}, "
+                                 f"got {params!r}")
+            values.update(params)
+        try:
+            made = cls(**{**values, "formats": tuple(values["formats"])})
+            made._check()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"PreProcess parameters are not usable: {exc}") from None
+        return made
+
+    def _check(self) -> None:
+        unknown = set(self.formats) - set(_FORMATS)
+        if unknown or not self.formats:
+            raise ValueError(f"formats must be some of {list(_FORMATS)}, got {list(self.formats)}")
+        if self.canvas != CANVAS or not 0 < self.box <= self.canvas:
+            raise ValueError(f"canvas must be {CANVAS} and box between 1 and it, got {self.canvas} and {self.box}")
+        if not (self.std > 0 and self.scale > 0 and self.max_pixels > 0):
+            raise ValueError("std, scale and max_pixels must be positive")
+
+    def to_mnist(self, image: np.ndarray) -> np.ndarray:
+        """A decoded image -> uint8 (canvas, canvas), white on black: what the model sees, before scaling."""
+        return to_mnist(image, box=self.box, noise_sigmas=self.noise_sigmas, min_contrast=self.min_contrast,
+                        speck_fraction=self.speck_fraction)
+
+    def __call__(self, data: bytes | np.ndarray) -> np.ndarray:
+        """Bytes of an image file (or a decoded array) -> float32 (1, 1, canvas, canvas) model input."""
+        return self.normalize(self.to_mnist(self.decode(data)))
+
+    def decode(self, data: bytes | np.ndarray, max_pixels: int | None = None) -> np.ndarray:
+        """Decode image bytes (arrays pass through); ``max_pixels`` may only lower the bundle's limit."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            limit = self.max_pixels if max_pixels is None else min(self.max_pixels, max_pixels)
+            return decode(bytes(data), limit, self.formats)
+        return data
+
+    def normalize(self, gray: np.ndarray) -> np.ndarray:
+        return normalize(gray, self.mean, self.std, self.scale)
+
+
+def preprocess_spec() -> dict:
+    """The default chain's PreProcess section, as export writes it into inference.yml."""
+    return DigitPreprocessor().spec()
 
 
 def preprocess(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Bytes of an image file (or a decoded array) -> float32 (1, 1, 28, 28) model input."""
-    image = decode(data, max_pixels) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    return normalize(to_mnist(image))
-
-
-# What decode + to_mnist + normalize do, step by step, in the spirit of PaddleClas's
-# inference.yml ("PreProcess: transform_ops: [...]"). Plain types only, so yaml.safe_dump works.
-PREPROCESS_SPEC: dict = {
-    "transform_ops": [
-        {"DecodeImage": {"formats": list(_FORMATS), "max_pixels": MAX_PIXELS,
-                         "check_size_before_decode": True, "verify_png_chunks": True,
-                         "exif_orientation": True, "depth": "16-bit scaled to 8-bit",
-                         "alpha": "composite_on_white"}},
-        {"ToGray": {"from": "BGR", "weights": "cv2.COLOR_BGR2GRAY"}},
-        {"AutoPolarity": {"background": "median pixel", "ink": "extreme furthest from background",
-                          "to": "white_on_black"}},
-        {"SuppressBackground": {"subtract": "background", "noise": "1.4826 * median abs deviation",
-                                "zero_below_noise_sigmas": _NOISE_SIGMAS,
-                                "min_contrast": _MIN_CONTRAST, "blank": "ImageError",
-                                "speck_fraction": _SPECK_FRACTION, "connectivity": 8}},
-        {"CropToInk": {"box": "bounding box of nonzero pixels"}},
-        {"FitBox": {"size": BOX, "keep_aspect": True, "shrink": "INTER_AREA",
-                    "enlarge": "INTER_LINEAR"}},
-        {"StretchContrast": {"max": 255}},
-        {"CenterOfMass": {"canvas": CANVAS, "target": [CANVAS // 2, CANVAS // 2],
-                          "shift": "whole pixels", "fill": 0}},
-        {"Normalize": {"scale": 1 / 255, "mean": MEAN, "std": STD}},
-        {"ToTensor": {"shape": [1, 1, CANVAS, CANVAS], "layout": "NCHW", "dtype": "float32"}},
-    ]
-}
+    """Bytes of an image file (or a decoded array) -> float32 (1, 1, 28, 28), default parameters."""
+    return DigitPreprocessor(max_pixels=max_pixels)(data)

@@ -12,7 +12,7 @@ from paddle import nn
 from .digits import CourseCNN, CourseMLP, DigitCNN
 from .housing import HousingMLP, LinearRegression
 
-# task -> {model name -> constructor}; the first name of each task is its default.
+# task -> {model name -> constructor}. Each task's default model is named in train/config.py DEFAULTS.
 REGISTRY: dict[str, dict[str, type | functools.partial]] = {
     "mnist": {
         "cnn": DigitCNN,
@@ -26,14 +26,6 @@ REGISTRY: dict[str, dict[str, type | functools.partial]] = {
     },
 }
 
-TASKS = tuple(REGISTRY)
-
-
-def default_model(task: str) -> str:
-    """The model a task trains when ``--model`` is not given."""
-    return next(iter(REGISTRY[task]))
-
-
 def has_dropout(task: str, name: str) -> bool:
     """Whether the model takes a ``dropout`` argument."""
     ctor = REGISTRY[task][name]
@@ -44,7 +36,7 @@ def has_dropout(task: str, name: str) -> bool:
 def build_model(task: str, name: str, dropout: float | None = None) -> nn.Layer:
     """Instantiate model ``name`` of ``task``; ``dropout`` is passed only when given."""
     if task not in REGISTRY:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(REGISTRY)}")
     if name not in REGISTRY[task]:
         raise ValueError(f"unknown model {name!r} for {task}; choose from {', '.join(REGISTRY[task])}")
     kwargs = {}

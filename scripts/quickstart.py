@@ -29,16 +29,11 @@ def step(*args: str) -> None:
 
 def sample_digit(path: Path) -> int:
     """Write one MNIST test digit as a dark-on-light PNG (as a person would draw it); return its label."""
-    import paddle
+    from common.datasets import read_mnist
 
-    from train.data import MNIST_FILES, find_file
-
-    images, labels = (str(find_file(name, None, "mnist")) for name in MNIST_FILES["test"])
-    test = paddle.vision.datasets.MNIST(image_path=images, label_path=labels, mode="test", download=False,
-                                        backend="cv2")
-    image, label = test[0]
-    cv2.imwrite(str(path), 255 - cv2.resize(np.asarray(image, dtype=np.uint8), (140, 140)))
-    return int(np.asarray(label).reshape(-1)[0])
+    images, labels = read_mnist("test", limit=1)
+    cv2.imwrite(str(path), 255 - cv2.resize(images[0], (140, 140)))
+    return int(labels[0])
 
 
 def main() -> None:
@@ -53,9 +48,8 @@ def main() -> None:
     for task in ("mnist", "housing"):
         # The last checkpoint, not best.pdckpt: housing's 40-row validation split is too small to pick
         # an epoch reliably, and the decayed LR makes the last epoch the converged one.
-        checkpoints = RUNS / task / "checkpoints"
-        latest = checkpoints / (checkpoints / "latest").read_text().strip()
-        step("export", "--checkpoint", str(latest), "--out", str(BUNDLES / task), "--force")
+        step("export", "--checkpoint", str(RUNS / task / "checkpoints" / "latest"), "--out", str(BUNDLES / task),
+             "--force")
     digit_png = RUNS / "digit.png"
     label = sample_digit(ROOT / digit_png)
 

@@ -4,8 +4,8 @@ import json
 import pytest
 
 import train
-from train import checkpoint
-from train.errors import CheckpointError
+from common import checkpoint
+from common.checkpoint import CheckpointError
 
 from .conftest import run_module
 

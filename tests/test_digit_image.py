@@ -19,7 +19,7 @@ import yaml
 from PIL import Image, ImageOps
 
 from common.digit_image import (
-    BOX, CANVAS, MEAN, PREPROCESS_SPEC, STD, ImageError, decode, normalize, preprocess, to_mnist,
+    BOX, CANVAS, MEAN, STD, DigitPreprocessor, ImageError, decode, normalize, preprocess, preprocess_spec, to_mnist,
 )
 from tests.digit_renderings import KINDS, render_like_user
 
@@ -270,11 +270,27 @@ def test_preprocess_bytes_and_arrays():
 
 
 def test_preprocess_spec_is_plain_yaml_with_the_real_parameters():
-    text = yaml.safe_dump({"PreProcess": PREPROCESS_SPEC})
-    assert yaml.safe_load(text)["PreProcess"] == PREPROCESS_SPEC
-    ops = {name: args for op in PREPROCESS_SPEC["transform_ops"] for name, args in op.items()}
+    spec = preprocess_spec()
+    text = yaml.safe_dump({"PreProcess": spec})
+    assert yaml.safe_load(text)["PreProcess"] == spec
+    ops = {name: args for op in spec["transform_ops"] for name, args in op.items()}
     assert ops["Normalize"] == {"scale": 1 / 255, "mean": MEAN, "std": STD}
-    assert ops["FitBox"]["size"] == BOX and ops["CenterOfMass"]["canvas"] == CANVAS
+    assert ops["FitBox"]["box"] == BOX and ops["CenterOfMass"]["canvas"] == CANVAS
+    assert DigitPreprocessor.from_spec(yaml.safe_load(text)["PreProcess"]) == DigitPreprocessor()
+
+
+def test_preprocessor_follows_the_spec_and_refuses_what_it_does_not_implement():
+    spec = preprocess_spec()
+    ops = {name: args for op in spec["transform_ops"] for name, args in op.items()}
+    ops["Normalize"].update(mean=0.5, std=0.25)
+    pre = DigitPreprocessor.from_spec(spec)
+    np.testing.assert_array_equal(pre(seven()), (to_mnist(seven())[None, None].astype(np.float32) / 255 - 0.5) / 0.25)
+    unknown = {**spec, "transform_ops": spec["transform_ops"][:-1] + [{"ResizeShort": {"size": 32}}]}
+    with pytest.raises(ValueError, match="not implemented by this server"):
+        DigitPreprocessor.from_spec(unknown)
+    ops["FitBox"]["interpolation"] = "cubic"
+    with pytest.raises(ValueError, match="FitBox takes exactly the parameters"):
+        DigitPreprocessor.from_spec(spec)
 
 
 # ---------------------------------------------------------------------------------------------

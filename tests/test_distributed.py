@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from train import checkpoint
+from common import checkpoint
 
 from .conftest import ROOT
 

@@ -3,7 +3,8 @@ import numpy as np
 import paddle
 import pytest
 
-from models import REGISTRY, build_model, default_model, has_dropout
+from models import REGISTRY, build_model, has_dropout
+from train.config import DEFAULTS
 
 CASES = [(task, name) for task, names in REGISTRY.items() for name in names]
 
@@ -20,7 +21,8 @@ def test_forward_shape(task, name, batch):
 
 
 def test_defaults_and_dropout_flags():
-    assert default_model("mnist") == "cnn" and default_model("housing") == "linear"
+    assert DEFAULTS["mnist"]["model"] == "cnn" and DEFAULTS["housing"]["model"] == "linear"
+    assert all(DEFAULTS[task]["model"] in REGISTRY[task] for task in DEFAULTS)
     assert has_dropout("mnist", "cnn") and has_dropout("mnist", "course_cnn")
     assert not has_dropout("housing", "linear")
     with pytest.raises(ValueError, match="has no dropout"):

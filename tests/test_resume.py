@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from train import checkpoint
+from common import checkpoint
 
 from .conftest import ROOT, run_module
 

@@ -6,14 +6,14 @@ import paddle
 import pytest
 
 import train
-from train.data import load_housing
+from common.tasks import TASKS
 
 from .conftest import run_module
 
 
 def closed_form_test_mse(data_dir, val_size: int) -> float:
     """Least-squares optimum fit on exactly the rows training uses, scored on the test rows."""
-    s = load_housing(str(data_dir), val_size)
+    s = TASKS["housing"].load_splits(str(data_dir), val_size)
     design = lambda x: np.c_[x, np.ones(len(x))]  # noqa: E731
     w = np.linalg.lstsq(design(s.train.x), s.train.y, rcond=None)[0]
     err = (design(s.test.x) @ w - s.test.y) * s.stats["target_std"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .config import config_from_args
-from .errors import TrainError
+from .errors import USER_ERRORS
 from .loop import run
 
 
@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(argv)
     try:
         result = run(config)
-    except TrainError as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     best = result["best"] or result["final"] or {}

@@ -10,7 +10,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, fields
 
-from models import REGISTRY, TASKS, default_model, has_dropout
+from common import tasks
+from models import REGISTRY, has_dropout
 
 from .errors import ConfigError
 
@@ -28,6 +29,8 @@ COMMON_DEFAULTS: dict = dict(
     data_dir=None, output=None, eval_every=1, early_stop=0, log="none", save_every_steps=0,
     keep_last=3, train_subset=0, max_steps=0, softmax_before_loss=False, progress=True,
 )
+
+TASKS = tuple(tasks.TASKS)
 
 # Fields that define *what* is trained: a resumed run must not change them, or it would not be
 # the same run. Everything else (epochs to extend a run, logging, device, workers) may change.
@@ -134,72 +137,84 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model {cfg.model!r} has no dropout; leave --dropout unset")
     if cfg.early_stop and cfg.val_size == 0:
         raise ConfigError("--early-stop needs a validation split (--val-size > 0)")
-    if cfg.softmax_before_loss and cfg.task != "mnist":
-        raise ConfigError("--softmax-before-loss only applies to the digit task")
+    task = tasks.get(cfg.task)
+    if cfg.softmax_before_loss and not task.labels:
+        raise ConfigError(f"--softmax-before-loss only applies to classification, not {task.description}")
+    if cfg.val_size >= task.train_samples:
+        raise ConfigError(f"--val-size {cfg.val_size} leaves no training data out of {task.train_samples} samples")
     if cfg.device not in ("auto", "cpu", "gpu"):
         raise ConfigError("--device must be auto, cpu or gpu")
     if cfg.log not in ("visualdl", "none"):
         raise ConfigError("--log must be visualdl or none")
 
 
+# The command line: (flag, argparse options, what it does). The default each help line ends with is
+# generated from DEFAULTS / COMMON_DEFAULTS, so the two cannot disagree.
+FLAGS: list[tuple[str, dict, str]] = [
+    ("--model", {}, "network from models/: " + "; ".join(f"{t}: {', '.join(REGISTRY[t])}" for t in TASKS)),
+    ("--epochs", {"type": int}, "passes over the training data; raise it on --resume to extend a finished run"),
+    ("--batch-size", {"type": int}, "samples per step; per process when data-parallel"),
+    ("--optimizer", {"choices": OPTIMIZERS}, "momentum uses 0.9"),
+    ("--lr", {"type": float}, "peak learning rate"),
+    ("--lr-schedule", {"choices": SCHEDULES}, "constant; piecewise (x0.1 at 50%% and 75%% of the steps); "
+     "cosine (to 0 at the end)"),
+    ("--warmup-epochs", {"type": float}, "linear warm-up from 0 to --lr over this many epochs, before the schedule"),
+    ("--weight-decay", {"type": float}, "L2 regularisation coefficient (decoupled for adamw)"),
+    ("--dropout", {"type": float}, "dropout probability, for models that have dropout (unset: the model's own)"),
+    ("--seed", {"type": int}, "seed for initialisation, dropout and data order"),
+    ("--device", {"choices": ("auto", "cpu", "gpu")}, "auto picks the GPU when Paddle has CUDA and sees one"),
+    ("--amp", {"action": "store_true"}, "mixed precision (float16 autocast + loss scaling); GPU only"),
+    ("--num-workers", {"type": int}, "DataLoader worker processes (0: load in the main process)"),
+    ("--data-dir", {}, "folder holding the dataset files (unset: Paddle's cache, ~/.cache/paddle/dataset/<name>)"),
+    ("--output", {}, "run folder for config, metrics, curves and checkpoints (unset: runs/<task>-<model>)"),
+    ("--resume", {"nargs": "?", "const": "auto"}, "continue a run: 'auto' (or no value) takes the newest valid "
+     "checkpoint in --output; or give a checkpoint file"),
+    ("--eval-every", {"type": int}, "evaluate validation and test every N epochs (the last epoch always is)"),
+    ("--early-stop", {"type": int, "metavar": "PATIENCE"}, "stop after PATIENCE evaluations without a better "
+     "validation score (0: off)"),
+    ("--log", {"choices": ("visualdl", "none")}, "also write VisualDL scalars to <output>/vdl"),
+    ("--save-every-steps", {"type": int, "metavar": "N"}, "also checkpoint every N steps inside an epoch "
+     "(0: end of epoch only)"),
+    ("--keep-last", {"type": int, "metavar": "K"}, "checkpoints to keep besides the best"),
+    ("--val-size", {"type": int}, "training samples held out for validation (model selection, early "
+     "stopping); the official test set is never used for choices"),
+    ("--train-subset", {"type": int, "metavar": "N"}, "train on the first N training samples only (0: all)"),
+    ("--max-steps", {"type": int}, "stop after N optimizer steps in total (smoke tests; 0: no limit)"),
+    ("--softmax-before-loss", {"action": "store_true"}, "course experiment: apply softmax to the logits before "
+     "the cross-entropy loss, which applies it again (a classic bug)"),
+    ("--no-progress", {"dest": "progress", "action": "store_false"}, "no progress bar (per-epoch lines are "
+     "still printed)"),
+]
+
+
+def default_text(field: str) -> str:
+    """``(default: ...)`` for a field: per task when the tasks differ, else the common value."""
+    if field not in DEFAULTS["mnist"]:
+        value = COMMON_DEFAULTS.get(field)
+        return "" if value is None else f" (default: {value})"
+    return " (default: " + ", ".join(f"{t} {DEFAULTS[t][field]}" for t in DEFAULTS) + ")"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m train`` command line. Flags left out stay ``None`` (see ``resolve``)."""
-    d = DEFAULTS
     p = argparse.ArgumentParser(
         prog="python -m train",
-        description="Train a Paddle dygraph model for handwritten digits (mnist) or house prices "
-                    "(housing), with checkpoints that resume exactly.",
+        description="Train a Paddle dygraph model for " + " or ".join(
+            f"{t.description} ({t.name})" for t in tasks.TASKS.values()) + ", with checkpoints that resume exactly.",
         epilog="Data-parallel: python -m paddle.distributed.launch --nproc_per_node 2 train/__main__.py mnist ...",
         argument_default=None,
     )
-    p.add_argument("task", choices=TASKS, help="what to learn: mnist (digits) or housing (prices)")
-    a = p.add_argument
-    a("--model", help="network from models/: mnist: " + ", ".join(REGISTRY["mnist"]) +
-      f" (default {default_model('mnist')}); housing: " + ", ".join(REGISTRY["housing"]) +
-      f" (default {default_model('housing')})")
-    a("--epochs", type=int, help=f"passes over the training data (mnist {d['mnist']['epochs']}, "
-      f"housing {d['housing']['epochs']}); raise it on --resume to extend a finished run")
-    a("--batch-size", type=int, help=f"samples per step (mnist {d['mnist']['batch_size']}, "
-      f"housing {d['housing']['batch_size']}); per process when data-parallel")
-    a("--optimizer", choices=OPTIMIZERS, help=f"mnist {d['mnist']['optimizer']}, housing "
-      f"{d['housing']['optimizer']}; momentum uses 0.9")
-    a("--lr", type=float, help=f"peak learning rate (mnist {d['mnist']['lr']}, housing {d['housing']['lr']})")
-    a("--lr-schedule", choices=SCHEDULES, help="constant; piecewise (x0.1 at 50%% and 75%% of the "
-      "epochs); cosine (to 0 at the end). mnist: cosine, housing: constant")
-    a("--warmup-epochs", type=float, help="linear warm-up from 0 to --lr over this many epochs, "
-      "before the schedule (mnist 1, housing 0)")
-    a("--weight-decay", type=float, help="L2 regularisation coefficient (decoupled for adamw); default 0")
-    a("--dropout", type=float, help="dropout probability, for models that have dropout "
-      "(default: the model's own, 0.3 for cnn)")
-    a("--seed", type=int, help="seed for initialisation, dropout and data order (default 42)")
-    a("--device", choices=("auto", "cpu", "gpu"), help="auto picks the GPU when Paddle has CUDA "
-      "and sees one (default auto)")
-    a("--amp", action="store_true", default=None, help="mixed precision (float16 autocast + loss "
-      "scaling); GPU only")
-    a("--num-workers", type=int, help="DataLoader worker processes (default 0: load in the main process)")
-    a("--data-dir", help="folder holding the dataset files (default: Paddle's cache, "
-      "~/.cache/paddle/dataset/<mnist|uci_housing>)")
-    a("--output", help="run folder for config, metrics, curves and checkpoints "
-      "(default runs/<task>-<model>)")
-    a("--resume", nargs="?", const="auto", help="continue a run: 'auto' (or no value) takes the newest "
-      "valid checkpoint in --output; or give a checkpoint file")
-    a("--eval-every", type=int, help="evaluate validation and test every N epochs (default 1; "
-      "the last epoch is always evaluated)")
-    a("--early-stop", type=int, metavar="PATIENCE", help="stop after PATIENCE evaluations without a "
-      "better validation score (default 0: off)")
-    a("--log", choices=("visualdl", "none"), help="also write VisualDL scalars to <output>/vdl (default none)")
-    a("--save-every-steps", type=int, metavar="N", help="also checkpoint every N steps inside an "
-      "epoch (default 0: end of epoch only)")
-    a("--keep-last", type=int, metavar="K", help="checkpoints to keep besides the best (default 3)")
-    a("--val-size", type=int, help="training samples held out for validation: model selection and "
-      "early stopping (mnist 5000, housing 40); the official test set is never used for choices")
-    a("--train-subset", type=int, metavar="N", help="train on the first N training samples only "
-      "(quick experiments; default 0: all)")
-    a("--max-steps", type=int, help="stop after N optimizer steps in total (smoke tests; default 0: no limit)")
-    a("--softmax-before-loss", action="store_true", default=None, help="course experiment: apply "
-      "softmax to the logits before the cross-entropy loss, which applies it again (a classic bug)")
-    a("--no-progress", dest="progress", action="store_false", default=None,
-      help="no progress bar (per-epoch lines are still printed)")
+    p.add_argument("task", choices=TASKS, help="what to learn: " + ", ".join(
+        f"{t.name} ({t.description})" for t in tasks.TASKS.values()))
+    for flag, options, text in FLAGS:
+        field = options.get("dest", flag[2:].replace("-", "_"))
+        if options.get("action") in ("store_true", "store_false"):
+            options = {**options, "default": None}
+            text += "" if field not in COMMON_DEFAULTS or COMMON_DEFAULTS[field] != (options["action"] == "store_true") \
+                else " (on by default)"
+        else:
+            text += default_text(field)
+        p.add_argument(flag, help=text, **options)
     return p
 
 

@@ -20,12 +20,14 @@ import paddle.distributed as dist
 import paddle.nn.functional as F
 from tqdm.auto import tqdm
 
+from common import checkpoint, tasks
 from common.atomic import atomic_write_text
+from common.datasets import Splits
+from common.tasks import Task
 from models import build_model
 
-from . import checkpoint
 from .config import TrainConfig, resolve
-from .data import Splits, eval_loader, load_splits, train_loader
+from .data import eval_loader, train_loader
 from .errors import ConfigError
 from .optim import build_optimizer, build_schedule
 from .report import VisualDLWriter, epoch_line, plot_curves, write_metrics
@@ -72,7 +74,7 @@ def setup_device(name: str, amp: bool) -> str:
 
 def find_checkpoint(config: TrainConfig, out: Path) -> dict | None:
     """The checkpoint to resume from, or None for a fresh run (never silently)."""
-    folder = out / "checkpoints"
+    folder = out / checkpoint.FOLDER
     if config.resume in (None, ""):
         if checkpoint.candidates(folder):
             raise ConfigError(f"{out} already holds checkpoints; pass --resume auto to continue that run, "
@@ -91,7 +93,7 @@ def find_checkpoint(config: TrainConfig, out: Path) -> dict | None:
 def run_folder_of(checkpoint_path: Path, saved: dict) -> Path:
     """The run folder a checkpoint belongs to: the parent of its checkpoints/ folder, else its config's."""
     folder = checkpoint_path.resolve().parent
-    return folder.parent if folder.name == "checkpoints" else Path(saved["config"]["output"])
+    return folder.parent if folder.name == checkpoint.FOLDER else Path(saved["config"]["output"])
 
 
 def require_same_start(saved: dict | None) -> None:
@@ -109,38 +111,30 @@ def require_same_start(saved: dict | None) -> None:
                           "on several machines --output must be on storage every machine shares")
 
 
-def loss_fn(cfg: TrainConfig, out, y):
-    """Cross-entropy for digits (optionally with the course's double-softmax bug), MSE for prices."""
-    if cfg.task == "housing":
-        return F.mse_loss(out, y)
+def loss_fn(cfg: TrainConfig, task: Task, out, y):
+    """The task's loss; ``--softmax-before-loss`` first applies softmax to the logits (the course's
+    double-softmax bug: cross-entropy applies it again)."""
     if cfg.softmax_before_loss:
-        out = F.softmax(out)  # cross_entropy applies softmax again: the bug the course warns about
-    return F.cross_entropy(out, y)
+        out = F.softmax(out)
+    return task.loss(out, y)
 
 
 @paddle.no_grad()
-def evaluate(cfg: TrainConfig, model, dataset, stats: dict) -> dict:
-    """Loss and accuracy (digits) or MSE/MAE in $1000s (housing) over a whole dataset."""
+def evaluate(cfg: TrainConfig, task: Task, model, arrays, stats: dict) -> dict:
+    """Mean loss and the task's metrics (accuracy; or MSE/MAE in $1000s) over a whole split."""
     model.eval()
-    total, loss_sum, correct, sq, ab = 0, 0.0, 0, 0.0, 0.0
-    for x, y in eval_loader(dataset, EVAL_BATCH):
+    total, loss_sum, outputs = 0, 0.0, []
+    for x, y in eval_loader(arrays, EVAL_BATCH):
         out = model(x)
         n = int(x.shape[0])
-        loss_sum += float(loss_fn(cfg, out, y)) * n
+        loss_sum += float(loss_fn(cfg, task, out, y)) * n
         total += n
-        if cfg.task == "mnist":
-            correct += int((out.argmax(axis=1) == y.reshape([-1])).astype("int64").sum())
-        else:
-            err = (out - y) * stats["target_std"]
-            sq += float((err ** 2).sum())
-            ab += float(err.abs().sum())
+        outputs.append(out.numpy())
     model.train()
-    if cfg.task == "mnist":
-        return {"loss": loss_sum / total, "acc": correct / total}
-    return {"loss": loss_sum / total, "mse": sq / total, "mae": ab / total}
+    return {"loss": loss_sum / total, **task.metrics(np.concatenate(outputs), arrays.y, stats)}
 
 
-def train_epoch(cfg, model, optimizer, schedule, scaler, loader, p: Progress, save_fn) -> bool:
+def train_epoch(cfg, task: Task, model, optimizer, schedule, scaler, loader, p: Progress, save_fn) -> bool:
     """Train from ``p.step_in_epoch`` to the end of ``p.epoch``; True if ``--max-steps`` stopped it."""
     sampler = loader.batch_sampler
     sampler.set_epoch(p.epoch, p.step_in_epoch)
@@ -151,7 +145,7 @@ def train_epoch(cfg, model, optimizer, schedule, scaler, loader, p: Progress, sa
     model.train()
     for x, y in loader:
         with paddle.amp.auto_cast(enable=cfg.amp):
-            loss = loss_fn(cfg, model(x), y)
+            loss = loss_fn(cfg, task, model(x), y)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -191,15 +185,16 @@ def accumulate(loss_sum: float, samples: int, loss, n: int) -> tuple[float, int]
     return loss_sum + float(loss) * n, samples + n
 
 
-def update_best(task: str, row: dict, p: Progress, has_val: bool) -> bool:
-    """Track the best validation score (higher accuracy, lower MSE); True if ``row`` is the new best."""
-    key = "val_acc" if task == "mnist" else "val_mse"
+def update_best(task: Task, row: dict, p: Progress, has_val: bool) -> bool:
+    """Track the best validation score (the task says which metric and which way); True if ``row``
+    is the new best."""
+    key = f"val_{task.select[0]}"
     if not has_val:
         p.best_epoch = row["epoch"]  # no validation split: the latest is the best we can say
         return True
     if key not in row:  # not evaluated this epoch (--eval-every)
         return False
-    if p.best_value is None or (row[key] > p.best_value if task == "mnist" else row[key] < p.best_value):
+    if task.better(row[key], p.best_value):
         p.best_value, p.best_epoch, p.bad_evals = row[key], row["epoch"], 0
         return True
     p.bad_evals += 1
@@ -220,7 +215,7 @@ def restore(saved: dict, net, optimizer, scaler) -> Progress:
     return p
 
 
-def end_of_epoch(cfg, model, splits: Splits, p: Progress, lr: float, partial: bool) -> dict:
+def end_of_epoch(cfg, task: Task, model, splits: Splits, p: Progress, lr: float, partial: bool) -> dict:
     """Evaluate (if due), append the epoch's row to the history and reset the running sums."""
     row = {"epoch": p.epoch + 1, "epochs": cfg.epochs, "global_step": p.global_step, "lr": lr,
            "train_loss": p.loss_sum / max(p.samples, 1), "epoch_seconds": p.seconds,
@@ -230,7 +225,7 @@ def end_of_epoch(cfg, model, splits: Splits, p: Progress, lr: float, partial: bo
     if (p.epoch + 1) % cfg.eval_every == 0 or p.epoch + 1 == cfg.epochs or partial:
         for name, ds in (("val", splits.val), ("test", splits.test)):
             if ds is not None:
-                row.update({f"{name}_{k}": v for k, v in evaluate(cfg, model, ds, splits.stats).items()})
+                row.update({f"{name}_{k}": v for k, v in evaluate(cfg, task, model, ds, splits.stats).items()})
     p.history.append(row)
     return row
 
@@ -258,7 +253,8 @@ def run(config: TrainConfig) -> dict:
     require_same_start(saved)
     rank0 = dist.get_rank() == 0
 
-    splits = load_splits(cfg.task, cfg.data_dir, cfg.val_size, cfg.train_subset)
+    task = tasks.get(cfg.task)
+    splits = task.load_splits(cfg.data_dir, cfg.val_size, cfg.train_subset)
     if not saved:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -280,7 +276,7 @@ def run(config: TrainConfig) -> dict:
                  "optimizer_state": optimizer.state_dict(),
                  "scaler_state": scaler.state_dict() if scaler is not None else None,
                  "progress": dataclasses.asdict(p), "rng": checkpoint.rng_state(), "stats": splits.stats}
-        return checkpoint.save(out / "checkpoints", state, cfg.keep_last, is_best)
+        return checkpoint.save(out / checkpoint.FOLDER, state, cfg.keep_last, is_best)
 
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
@@ -293,15 +289,15 @@ def run(config: TrainConfig) -> dict:
     vdl = VisualDLWriter(out / "vdl") if cfg.log == "visualdl" and rank0 else None
 
     while p.epoch < cfg.epochs:
-        stopped = train_epoch(cfg, model, optimizer, schedule, scaler, loader, p, save)
-        row = end_of_epoch(cfg, net, splits, p, schedule.get_lr(), partial=stopped)
-        is_best = update_best(cfg.task, row, p, has_val=splits.val is not None)
+        stopped = train_epoch(cfg, task, model, optimizer, schedule, scaler, loader, p, save)
+        row = end_of_epoch(cfg, task, net, splits, p, schedule.get_lr(), partial=stopped)
+        is_best = update_best(task, row, p, has_val=splits.val is not None)
         if not stopped:
             p.epoch, p.step_in_epoch, p.loss_sum, p.samples, p.seconds = p.epoch + 1, 0, 0.0, 0, 0.0
         if rank0:
             save(is_best)
             write_metrics(out / "metrics.jsonl", p.history)
-            plot_curves(out / "curves.png", p.history, cfg.task)
+            plot_curves(out / "curves.png", p.history, task.chart)
             if vdl:
                 vdl.scalars(row["epoch"], {k: v for k, v in row.items() if k not in ("epoch", "epochs")})
             log(epoch_line(row))
@@ -319,5 +315,5 @@ def run(config: TrainConfig) -> dict:
         print(f"[train] rank {dist.get_rank()}/{dist.get_world_size()}: weights sha256 {digest}", flush=True)
     best = next((r for r in p.history if r["epoch"] == p.best_epoch), None)
     return {"output": str(out), "final": p.history[-1] if p.history else None, "best": best,
-            "best_checkpoint": str(out / "checkpoints" / f"best{checkpoint.SUFFIX}"),
+            "best_checkpoint": str(out / checkpoint.FOLDER / checkpoint.BEST),
             "global_step": p.global_step, "weights_sha256": digest}

@@ -13,11 +13,14 @@ def write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in history))
 
 
-def plot_curves(path: Path, history: list[dict], task: str) -> None:
-    """Loss and metric per epoch, train/val/test, as a PNG (matplotlib's Agg canvas, no display)."""
+def plot_curves(path: Path, history: list[dict], chart: dict) -> None:
+    """Loss and metric per epoch, train/val/test, as a PNG (matplotlib's Agg canvas, no display).
+
+    ``chart`` is the task's (``common.tasks``): metric key, titles, and whether the loss is on a log scale.
+    """
     from matplotlib.figure import Figure  # the object API: no pyplot state, about 0.1 s a plot
 
-    metric = "acc" if task == "mnist" else "mse"
+    metric = chart["metric"]
     marker = "o" if len(history) <= 30 else None
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_metric = fig.subplots(1, 2)
@@ -29,9 +32,9 @@ def plot_curves(path: Path, history: list[dict], task: str) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    ax_loss.set_title("loss" + (" (normalised units)" if task == "housing" else ""))
-    ax_metric.set_title("accuracy" if metric == "acc" else "MSE ($1000s squared)")
-    if task == "housing":
+    ax_loss.set_title(chart["loss_title"])
+    ax_metric.set_title(chart["metric_title"])
+    if chart["log_loss"]:
         ax_loss.set_yscale("log")
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.2)
     buf = io.BytesIO()

@@ -7,6 +7,9 @@ lets a truncated or damaged file be refused before unpickling anything.
 
 Folder layout (``<output>/checkpoints``): ``ckpt-<global step>.pdckpt`` (the last ``keep_last``
 kept), ``best.pdckpt`` (best validation score) and ``latest`` (name of the newest, updated last).
+
+This is the train -> export contract: training writes with ``save``, export reads with ``load``
+(after ``resolve_path``, which also accepts a run folder or the ``latest`` pointer).
 """
 from __future__ import annotations
 
@@ -21,11 +24,18 @@ import paddle
 
 from common.atomic import atomic_write_bytes, atomic_write_text
 
-from .errors import CheckpointError
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, corrupt, foreign, or of another task or model."""
+
 
 MAGIC = b"PDTKCKPT1\n"
 FORMAT = "paddle-toolkit-checkpoint/1"
 SUFFIX = ".pdckpt"
+FOLDER = "checkpoints"  # inside a run folder
+BEST = f"best{SUFFIX}"
+POINTER = "latest"
 
 
 def rng_state() -> dict:
@@ -61,10 +71,35 @@ def save(folder: Path, state: dict, keep_last: int, is_best: bool) -> Path:
     path = folder / f"ckpt-{state['progress']['global_step']:09d}{SUFFIX}"
     atomic_write_bytes(path, data)
     if is_best:
-        atomic_write_bytes(folder / f"best{SUFFIX}", data)
+        atomic_write_bytes(folder / BEST, data)
     for old in sorted(folder.glob(f"ckpt-*{SUFFIX}"))[:-keep_last or None]:
         old.unlink()
-    atomic_write_text(folder / "latest", path.name + "\n")  # last: a crash before this keeps the old pointer
+    atomic_write_text(folder / POINTER, path.name + "\n")  # last: a crash before this keeps the old pointer
+    return path
+
+
+def resolve_path(path: str | Path) -> Path:
+    """The checkpoint file ``path`` means: a file as it is; a run folder or its ``checkpoints``
+    folder -> ``best.pdckpt`` there; the ``latest`` pointer -> the file it names.
+
+    Raises ``CheckpointError`` naming what was looked for when there is nothing to load.
+    """
+    path = Path(path)
+    if path.is_dir():
+        folder = path / FOLDER if (path / FOLDER).is_dir() else path
+        if not (folder / BEST).is_file():
+            raise CheckpointError(f"{path} is a folder without {FOLDER}/{BEST} or {BEST}; give a run folder "
+                                  f"(runs/<task>-<model>), its {FOLDER}/ folder, or a {SUFFIX} file")
+        return folder / BEST
+    if path.name == POINTER and path.is_file():
+        try:
+            named = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} is not a readable '{POINTER}' pointer: {exc}") from exc
+        target = path.parent / named
+        if "/" in named or not named.endswith(SUFFIX) or not target.is_file():
+            raise CheckpointError(f"{path} points to {named!r}, which is not a checkpoint in {path.parent}")
+        return target
     return path
 
 
@@ -102,7 +137,7 @@ def load(path: str | Path, task: str | None = None, model: str | None = None) ->
 def candidates(folder: Path) -> list[Path]:
     """Checkpoints in ``folder``, the one ``latest`` names first, then newest to oldest."""
     found = sorted(folder.glob(f"ckpt-*{SUFFIX}"), reverse=True)
-    pointer = folder / "latest"
+    pointer = folder / POINTER
     if pointer.is_file():
         named = folder / pointer.read_text().strip()
         if named in found:
