@@ -55,15 +55,10 @@ def quick_checkpoints(data_dir: str, folder: Path) -> list[Path]:
 
 def test_images(data_dir: str) -> dict[int, np.ndarray]:
     """{1: one normalised MNIST test image, 64: the first 64}, as model inputs."""
-    import paddle
-
+    from common.datasets import read_mnist
     from common.digit_image import normalize
-    from train.data import MNIST_FILES, find_file
 
-    images, labels = (str(find_file(name, data_dir, "mnist")) for name in MNIST_FILES["test"])
-    ds = paddle.vision.datasets.MNIST(image_path=images, label_path=labels, mode="test", download=False,
-                                      backend="cv2")
-    pixels = np.asarray(ds.images[:64], dtype=np.uint8).reshape(-1, 28, 28)
+    pixels, _ = read_mnist("test", data_dir, limit=64)
     return {1: np.ascontiguousarray(normalize(pixels[:1])), 64: normalize(pixels)}
 
 
@@ -84,14 +79,11 @@ def runners(bundle: Path, checkpoint: Path):
     import paddle
     import paddle.base.core as core
 
-    from common.bundle import run_predictor
-    from export.parity import open_predictor
-    from export.source import build_eval_model, load_source
-    from export.to_onnx import session
-    from export.wrap import wrap
+    from common.bundle import PredictorRunner, create_predictor
+    from export.parity import onnx_session
+    from export.pipeline import plan_from_checkpoint
 
-    source = load_source(checkpoint)
-    model = wrap(build_eval_model(source), source.task, source.stats)
+    model = plan_from_checkpoint(checkpoint, with_samples=False).layer
 
     def dygraph(threads):
         core.set_num_threads(threads)
@@ -103,12 +95,12 @@ def runners(bundle: Path, checkpoint: Path):
 
     def predictor(mkldnn):
         def make(threads):
-            p = open_predictor(bundle, mkldnn=mkldnn, threads=threads)
-            return lambda x: run_predictor(p, x)
+            runner = PredictorRunner(create_predictor(bundle, mkldnn=mkldnn, threads=threads))
+            return lambda x: runner.run(x)[0]
         return make
 
     def ort(threads):
-        sess = session(bundle / "inference.onnx", threads=threads)
+        sess = onnx_session(bundle / "inference.onnx", threads=threads)
         name = sess.get_inputs()[0].name
         return lambda x: sess.run(None, {name: x})[0]
 
@@ -134,20 +126,18 @@ def breakdown(bundle: Path, checkpoint: Path, x: np.ndarray) -> dict:
     import paddle
     import paddle.base.core as core
 
-    from export.parity import open_predictor
-    from export.source import build_eval_model, load_source
-    from export.wrap import wrap
+    from common.bundle import create_predictor
+    from export.pipeline import plan_from_checkpoint
 
     core.set_num_threads(1)
-    source = load_source(checkpoint)
-    model = wrap(build_eval_model(source), source.task, source.stats)
+    model = plan_from_checkpoint(checkpoint, with_samples=False).layer
     tensor = paddle.to_tensor(x)
     out = {}
     with paddle.no_grad():
         out["dygraph: forward only"] = timings(lambda: model(tensor), 1)[0]
         out["dygraph: to_tensor + numpy"] = timings(lambda: paddle.to_tensor(x).numpy(), 1)[0]
     for mkldnn in (True, False):
-        p = open_predictor(bundle, mkldnn=mkldnn, threads=1)
+        p = create_predictor(bundle, mkldnn=mkldnn, threads=1)
         handle = p.get_input_handle(p.get_input_names()[0])
         handle.reshape(list(x.shape))
         handle.copy_from_cpu(x)

@@ -1,21 +1,28 @@
-"""Turn a training checkpoint into a static inference bundle, proven equal to the dygraph model.
+"""Turn a model into a static inference bundle, proven to compute what the dygraph model computed.
 
 From Python::
 
-    from export import export_checkpoint
-    bundle_dir = export_checkpoint("runs/mnist-cnn/checkpoints/best.pdckpt", "bundles/mnist-cnn")
+    from export import export_checkpoint, export_layer
+    export_checkpoint("runs/mnist-cnn", "bundles/mnist")                 # a python -m train run
+    export_layer(my_layer, [InputSpec([None, 8], "float32", "x")], "bundles/mine")   # any paddle.nn.Layer
 
-From the shell: ``python -m export --checkpoint PATH --out DIR`` (see ``python -m export -h``).
-The bundle format is described (and read) by ``common.bundle``.
+From the shell: ``python -m export --checkpoint PATH --out DIR`` or ``python -m export --layer
+pkg.module:Class --weights W.pdparams --input NAME:DTYPE:SHAPE --out DIR`` (``python -m export -h``).
+The steps, in PaddleClas's order, are in ``export/pipeline.py``; the bundle format is
+``common/bundle.py``.
 """
-from .errors import ExportError
 
-__all__ = ["export_checkpoint", "check_bundle", "ExportError", "FORMATS"]
+
+class ExportError(Exception):
+    """A checkpoint, layer, output path, option or parity result that stops the export; the message says why."""
+
+
+__all__ = ["export_checkpoint", "export_layer", "check_bundle", "ExportError", "FORMATS"]
 
 
 def __getattr__(name: str):
-    """Import paddle only when the export itself is wanted (``python -m export -h`` stays instant)."""
-    if name in ("export_checkpoint", "FORMATS"):
+    """Import paddle only when an export is wanted (``python -m export -h`` stays instant)."""
+    if name in ("export_checkpoint", "export_layer", "FORMATS"):
         from . import pipeline
 
         return getattr(pipeline, name)

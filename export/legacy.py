@@ -1,26 +1,33 @@
-"""``python -m export.legacy CHECKPOINT FOLDER BATCH``: write the legacy ``inference.pdmodel``.
+"""``python -m export.legacy JOB_JSON FOLDER``: write the legacy ``inference.pdmodel`` in a child process.
 
-Started by ``export.convert.save_legacy`` with ``FLAGS_enable_pir_api=0`` in the environment, so
+Started by ``export.pipeline.save_legacy`` with ``FLAGS_enable_pir_api=0`` in the environment, so
 that paddle, imported here for the first time in this process, saves the old protobuf program.
-Prints ``error: ...`` and exits 2 when the model cannot be converted.
+JOB_JSON names how to rebuild the layer (``{"checkpoint": path}`` or ``{"layer": "pkg.mod:Class",
+"weights": path, "kwargs": {...}}``), its inputs and batch. Prints ``error: ...`` and exits 2 when the
+layer cannot be rebuilt or converted.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
-from .convert import save_static
-from .errors import ExportError
-from .source import build_eval_model, load_source
-from .wrap import wrap
+from common.tasks import TensorSpec
+
+from . import ExportError
+from .pipeline import input_spec, load_layer, plan_from_checkpoint, save_static
 
 
 def main(argv: list[str]) -> int:
-    checkpoint, folder, batch = argv
+    job, folder = json.loads(argv[0]), Path(argv[1])
+    recipe = job["recipe"]
     try:
-        source = load_source(checkpoint)
-        wrapped = wrap(build_eval_model(source), source.task, source.stats)
-        save_static(wrapped, source.task, None if batch == "dynamic" else int(batch), Path(folder))
+        if "checkpoint" in recipe:
+            layer = plan_from_checkpoint(recipe["checkpoint"], with_samples=False).layer
+        else:
+            layer = load_layer(recipe["layer"], recipe.get("weights"), recipe.get("kwargs"))
+        specs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in job["inputs"]]
+        save_static(layer, input_spec(specs, job["batch"]), folder)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -1,13 +1,10 @@
-"""Step 6: proof that the saved graph computes what the dygraph model computes.
+"""Step 8: proof that the saved graph computes what the dygraph layer computes.
 
-The same real samples go through the dygraph wrapper and a real ``paddle.inference`` predictor
-loaded from the files on disk, at batch 1 and at batch 64 (or the fixed batch), with oneDNN on
-and off (its fused kernels are the likeliest source of a difference). Tolerances:
-
-- digits: max |probability difference| <= 1e-5, and every top-1 class equal;
-- housing: |price difference| <= 1e-5 * max(1, |price|), i.e. relative 1e-5 for prices above
-  $1000. An absolute 1e-5 would be a few float32 ulps at $50k (ulp 3.8e-6), so a harmless change
-  in the order of the additions could fail it; relative 1e-5 is still 1 cent per $1000.
+The same inputs (real test samples for a task, generated or given ones for a layer) go through the
+dygraph layer and a real ``paddle.inference`` predictor loaded from the files on disk, at batch 1
+and at batch 64 (or the fixed batch), with oneDNN on and off (its fused kernels are the likeliest
+source of a difference). Every output is compared under the plan's ``Tolerance`` (for tasks, from
+``common.tasks``). With ``--onnx`` the ONNX file is checked the same way against the predictor.
 """
 from __future__ import annotations
 
@@ -16,80 +13,78 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from common.bundle import BundleError, create_predictor, read_bundle, run_predictor
+from common.bundle import PREFIX, BundleError, PredictorRunner, create_predictor, graph_file, read_bundle
 
-from .errors import ExportError
-from .samples import Samples, load_samples
-from .source import build_eval_model, load_source
-from .wrap import wrap
+from . import ExportError
 
-TOLERANCE = 1e-5
 BIG_BATCH = 64
-TOLERANCE_TEXT = {"mnist": "max |probability difference| <= 1e-5 and every top-1 equal",
-                  "housing": "|price difference| <= 1e-5 * max(1, |price in $1000s|) (relative 1e-5)"}
+ONNX_MISSING = "--onnx needs paddle2onnx and onnxruntime (pip install paddle2onnx onnxruntime); {reason}"
 
 
-def batches(x: np.ndarray, size: int, fixed: bool):
-    """Consecutive slices of ``size`` rows; a fixed-batch graph gets the last one zero-padded."""
-    for start in range(0, len(x), size):
-        part = x[start:start + size]
-        if fixed and len(part) < size:
-            part = np.concatenate([part, np.zeros((size - len(part),) + x.shape[1:], x.dtype)])
-        yield part, min(size, len(x) - start)
+def as_list(out) -> list:
+    """A forward's result as a list of tensors (a tensor, or a tuple/list of them)."""
+    if isinstance(out, (tuple, list)):
+        return list(out)
+    if isinstance(out, dict):
+        raise ExportError("forward returns a dict; return a tensor or a tuple of tensors (name them with --output)")
+    return [out]
 
 
-def dygraph_outputs(wrapped, x: np.ndarray, size: int, fixed: bool) -> np.ndarray:
-    """The wrapped dygraph model's outputs, computed ``size`` rows at a time."""
+def batches(x: list[np.ndarray], size: int, fixed: bool):
+    """Consecutive slices of ``size`` rows of every input; for a fixed-batch graph the last is zero-padded."""
+    rows = len(x[0])
+    for start in range(0, rows, size):
+        parts = [a[start:start + size] for a in x]
+        if fixed and len(parts[0]) < size:
+            parts = [np.concatenate([p, np.zeros((size - len(p),) + p.shape[1:], p.dtype)]) for p in parts]
+        yield [np.ascontiguousarray(p) for p in parts], min(size, rows - start)
+
+
+def collect(run, x: list[np.ndarray], size: int, fixed: bool) -> list[np.ndarray]:
+    """``run(slices) -> outputs`` over all rows, ``size`` at a time; outputs concatenated per output."""
+    pieces = [[o[:n] for o in run(parts)] for parts, n in batches(x, size, fixed)]
+    return [np.concatenate(per_output) for per_output in zip(*pieces)]
+
+
+def dygraph_outputs(layer, x, size: int, fixed: bool) -> list[np.ndarray]:
+    """The dygraph layer's outputs."""
     with paddle.no_grad():
-        return np.concatenate([wrapped(paddle.to_tensor(part)).numpy()[:n] for part, n in batches(x, size, fixed)])
+        return collect(lambda parts: [t.numpy() for t in as_list(layer(*map(paddle.to_tensor, parts)))],
+                       x, size, fixed)
 
 
-def predictor_outputs(predictor, x: np.ndarray, size: int, fixed: bool) -> np.ndarray:
-    """A predictor's outputs, computed ``size`` rows at a time."""
-    return np.concatenate([run_predictor(predictor, np.ascontiguousarray(part))[:n]
-                           for part, n in batches(x, size, fixed)])
-
-
-def open_predictor(folder: Path, mkldnn: bool, threads: int = 1):
-    """A CPU ``paddle.inference`` predictor on the graph files in ``folder`` (.json or .pdmodel)."""
-    return create_predictor(folder, threads=threads, mkldnn=mkldnn)
-
-
-def compare(task: str, reference: np.ndarray, output: np.ndarray) -> dict:
-    """Differences between two output arrays, and whether they are within tolerance (NaN fails)."""
-    diff = np.abs(output.astype(np.float64) - reference.astype(np.float64))
-    figures = {"max_abs_diff": float(np.max(diff))}
-    if task == "mnist":
-        figures["top1_mismatches"] = int(np.sum(output.argmax(-1) != reference.argmax(-1)))
-        ok = bool(np.all(diff <= TOLERANCE)) and figures["top1_mismatches"] == 0
-    else:
-        scale = np.maximum(1.0, np.abs(reference.astype(np.float64)))
-        figures["max_rel_diff"] = float(np.max(diff / scale))
-        ok = bool(np.all(diff <= TOLERANCE * scale))
-    figures["passed"] = ok
-    return figures
-
-
-def batch_sizes(batch: int | None) -> list[int]:
+def batch_sizes(batch: int | None, rows: int) -> list[int]:
     """Batch 1 and a larger batch for a dynamic graph; only its own size for a fixed one."""
-    return [1, BIG_BATCH] if batch is None else [batch]
+    return sorted({1, min(BIG_BATCH, rows)}) if batch is None else [batch]
 
 
-def run_parity(wrapped, folder: Path, task: str, samples: Samples, batch: int | None) -> dict:
+def compare(tolerance, reference: list[np.ndarray], output: list[np.ndarray]) -> dict:
+    """Worst figures over all outputs (the first output's top-1 when the tolerance asks for it)."""
+    per_output = [tolerance.compare(r, o) for r, o in zip(reference, output, strict=True)]
+    worst = {"max_abs_diff": max(f["max_abs_diff"] for f in per_output),
+             "passed": all(f["passed"] for f in per_output)}
+    for key in ("max_rel_diff", "top1_mismatches"):
+        if key in per_output[0]:
+            worst[key] = max(f.get(key, 0) for f in per_output)
+    return worst
+
+
+def run_parity(plan, folder: Path, batch: int | None) -> dict:
     """Compare dygraph and predictor outputs for every (oneDNN, batch) setting; return the figures."""
-    fixed = batch is not None
-    reference = {size: dygraph_outputs(wrapped, samples.x, size, fixed) for size in batch_sizes(batch)}
+    fixed, x = batch is not None, plan.samples.x
+    sizes = batch_sizes(batch, len(x[0]))
+    reference = {size: dygraph_outputs(plan.layer, x, size, fixed) for size in sizes}
     settings = []
     for mkldnn in (True, False):
-        predictor = open_predictor(folder, mkldnn)
-        for size, ref in reference.items():
-            out = predictor_outputs(predictor, samples.x, size, fixed)
-            settings.append({"batch": size, "onednn": mkldnn, **compare(task, ref, out)})
-    result = {"samples": int(len(samples.x)), "origin": samples.origin, "tolerance": TOLERANCE_TEXT[task],
+        runner = PredictorRunner(create_predictor(folder, threads=1, mkldnn=mkldnn), [s.name for s in plan.inputs])
+        for size in sizes:
+            settings.append({"batch": size, "onednn": mkldnn,
+                             **compare(plan.tolerance, reference[size], collect(runner.run, x, size, fixed))})
+    result = {"samples": int(len(x[0])), "origin": plan.samples.origin, "tolerance": plan.tolerance.text(),
               "settings": settings, "passed": all(s["passed"] for s in settings)}
-    if task == "mnist":  # not a parity figure, a sanity one: the samples are real and the model works
-        first = next(iter(reference.values()))
-        result["dygraph_accuracy"] = float(np.mean(first.argmax(-1) == samples.y))
+    if plan.served_metrics and len(plan.samples.y):
+        # Not a parity figure, a sanity one: the samples are real and the exported model works on them.
+        result["dygraph_metrics"] = plan.served_metrics(reference[sizes[0]][0], plan.samples.y)
     return result
 
 
@@ -98,10 +93,67 @@ def require(parity: dict, what: str = "the exported graph") -> None:
     failed = [s for s in parity["settings"] if not s["passed"]]
     if failed:
         worst = max(failed, key=lambda s: (np.nan_to_num(s["max_abs_diff"], nan=np.inf), s.get("top1_mismatches", 0)))
-        extra = f", {worst['top1_mismatches']} top-1 differ" if "top1_mismatches" in worst else ""
+        extra = f", {worst['top1_mismatches']} top-1 differ" if worst.get("top1_mismatches") else ""
         raise ExportError(f"parity failed: {what} differs from the dygraph model at batch {worst['batch']}, "
                           f"oneDNN {'on' if worst['onednn'] else 'off'}: max abs diff {worst['max_abs_diff']:.3g}"
                           f"{extra} over {parity['samples']} samples (tolerance: {parity['tolerance']})")
+
+
+# ---- ONNX (optional step 7, checked like the Paddle graph) ---------------------------------------
+
+
+def onnx_missing() -> str | None:
+    """Why ONNX export cannot run here, or None when it can."""
+    try:
+        import onnxruntime  # noqa: F401
+        import paddle2onnx  # noqa: F401
+    except ImportError as exc:
+        return ONNX_MISSING.format(reason=str(exc))
+    return None
+
+
+def to_onnx(folder: Path) -> Path:
+    """Write ``inference.onnx`` next to the Paddle graph in ``folder`` (paddle2onnx reads .json and .pdmodel)."""
+    import paddle2onnx
+
+    graph = graph_file(folder)
+    target = folder / f"{PREFIX}.onnx"
+    try:
+        paddle2onnx.export(str(graph), str(folder / f"{PREFIX}.pdiparams"), save_file=str(target))
+    except Exception as exc:  # paddle2onnx raises bare Exceptions for unsupported operators
+        raise ExportError(f"paddle2onnx could not convert {graph.name}: {str(exc).strip()[:300]}; "
+                          "export without --onnx") from exc
+    if not target.is_file():
+        raise ExportError(f"paddle2onnx wrote no {target.name} from {graph.name}; export without --onnx")
+    return target
+
+
+def onnx_session(path: Path, threads: int = 1):
+    """An onnxruntime CPU session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_parity(plan, folder: Path, batch: int | None) -> dict:
+    """Compare onnxruntime with the Paddle predictor (oneDNN off) on the parity samples."""
+    fixed, x = batch is not None, plan.samples.x
+    sess = onnx_session(folder / f"{PREFIX}.onnx")
+    names = [i.name for i in sess.get_inputs()]  # paddle2onnx keeps the feed order
+    runner = PredictorRunner(create_predictor(folder, threads=1, mkldnn=False), [s.name for s in plan.inputs])
+    settings = []
+    for size in batch_sizes(batch, len(x[0])):
+        ref = collect(runner.run, x, size, fixed)
+        out = collect(lambda parts: sess.run(None, dict(zip(names, parts))), x, size, fixed)
+        settings.append({"batch": size, "onednn": False, **compare(plan.tolerance, ref, out)})
+    return {"samples": int(len(x[0])), "against": "paddle.inference predictor, oneDNN off",
+            "tolerance": plan.tolerance.text(), "settings": settings, "passed": all(s["passed"] for s in settings)}
+
+
+# ---- re-checking an existing bundle ---------------------------------------------------------------
 
 
 def check_bundle(bundle_dir: str | Path, checkpoint: str | Path, *, data_dir: str | None = None,
@@ -111,17 +163,15 @@ def check_bundle(bundle_dir: str | Path, checkpoint: str | Path, *, data_dir: st
     With ``verify`` the sha256 checksums are checked first (an altered file fails there); with
     ``verify=False`` the numbers alone must catch it. Raises ExportError when anything differs.
     """
+    from .pipeline import plan_from_checkpoint
+
     try:
         bundle = read_bundle(bundle_dir, verify=verify)
     except BundleError as exc:
         raise ExportError(str(exc)) from exc
-    source = load_source(checkpoint)
-    if (bundle.task, bundle.model_name) != (source.task, source.model_name):
-        raise ExportError(f"{bundle_dir} holds {bundle.task}/{bundle.model_name}, "
-                          f"the checkpoint {source.task}/{source.model_name}")
-    batch = bundle.info["Global"].get("batch", "dynamic")
-    wrapped = wrap(build_eval_model(source), source.task, source.stats)
-    parity = run_parity(wrapped, bundle.path, source.task, load_samples(source, data_dir),
-                        None if batch == "dynamic" else int(batch))
-    require(parity, f"{bundle_dir}")
-    return parity
+    plan = plan_from_checkpoint(checkpoint, data_dir)
+    if (bundle.task, bundle.model_name) != (plan.task, plan.name):
+        raise ExportError(f"{bundle_dir} holds {bundle.task}/{bundle.model_name}, the checkpoint {plan.task}/{plan.name}")
+    figures = run_parity(plan, bundle.path, bundle.fixed_batch)
+    require(figures, f"{bundle_dir}")
+    return figures

@@ -16,7 +16,7 @@ from pathlib import Path
 from common.atomic import fsync_dir
 from common.bundle import MANIFEST_FILE
 
-from .errors import ExportError
+from . import ExportError
 
 
 def check_destination(out: Path, force: bool) -> None:

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from .errors import ExportError
+from . import ExportError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .quiet import import_paddle
+    from .__main__ import import_paddle
 
     import_paddle()
     sys.exit(main())

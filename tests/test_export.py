@@ -21,11 +21,10 @@ import yaml
 from paddle import nn
 
 import models
-from common.bundle import BUNDLE_FORMAT, read_bundle, run_predictor, sha256_file
+from common.bundle import BUNDLE_FORMAT, PredictorRunner, create_predictor, read_bundle, sha256_file
 from export import ExportError, check_bundle, export_checkpoint
-from export.parity import open_predictor
 from tests.conftest import ROOT, run_module
-from train import checkpoint
+from common import checkpoint
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -48,13 +47,16 @@ def checkpoint_for(base: Path, task: str, name: str, folder: Path, net: nn.Layer
 
 
 def dygraph(ckpt: Path, x: np.ndarray) -> np.ndarray:
-    """What the checkpoint's wrapped dygraph model answers (probabilities / $1000s)."""
-    from export.source import build_eval_model, load_source
-    from export.wrap import wrap
+    """What the checkpoint's dygraph model, with its task's head, answers (probabilities / $1000s)."""
+    from export.pipeline import plan_from_checkpoint
 
-    source = load_source(ckpt)
     with paddle.no_grad():
-        return wrap(build_eval_model(source), source.task, source.stats)(paddle.to_tensor(x)).numpy()
+        return plan_from_checkpoint(ckpt, with_samples=False).layer(paddle.to_tensor(x)).numpy()
+
+
+def predict(bundle: Path, x: np.ndarray, mkldnn: bool) -> np.ndarray:
+    """A Paddle Inference predictor's (first) output for ``x``."""
+    return PredictorRunner(create_predictor(bundle, mkldnn=mkldnn)).run(np.ascontiguousarray(x))[0]
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -73,9 +75,11 @@ def mnist_test(data_dir: Path, start: int, count: int) -> tuple[np.ndarray, np.n
 
 
 def housing_test(data_dir: Path, ckpt: Path) -> np.ndarray:
-    from train.data import normalize_housing, read_housing
+    from common import housing
+    from common.datasets import housing_split
 
-    return normalize_housing(read_housing(str(data_dir))[404:, :13], checkpoint.load(ckpt)["stats"])
+    stats = checkpoint.load(ckpt)["stats"]
+    return housing.normalize(housing_split(str(data_dir))[1][:, :13], stats["feature_mean"], stats["feature_std"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +99,7 @@ def test_mnist_bundle_contents(mnist_bundle, mnist_checkpoint):
     assert src["sha256"] == sha256_file(mnist_checkpoint) and src["epoch"] == src["best_epoch"]
     assert src["metrics"]["test_acc"] > 0.98 and "val_acc" in src["metrics"]
     parity = m["parity"]
-    assert parity["passed"] and parity["samples"] >= 300 and parity["dygraph_accuracy"] > 0.98
+    assert parity["passed"] and parity["samples"] >= 300 and parity["dygraph_metrics"]["acc"] > 0.98
     assert {(s["batch"], s["onednn"]) for s in parity["settings"]} == {(1, True), (64, True), (1, False), (64, False)}
     assert all(s["max_abs_diff"] <= 1e-5 and s["top1_mismatches"] == 0 for s in parity["settings"])
     assert m["training_config"]["model"] == "cnn"
@@ -105,12 +109,12 @@ def test_mnist_bundle_contents(mnist_bundle, mnist_checkpoint):
 def test_housing_bundle_answers_in_dollars(housing_bundle, housing_checkpoint, data_dir):
     bundle = read_bundle(housing_bundle, verify=True)
     stats = checkpoint.load(housing_checkpoint)["stats"]
-    assert bundle.input == {"name": "features", "shape": [-1, 13], "dtype": "float32"}
+    assert bundle.inputs == [{"name": "features", "shape": [-1, 13], "dtype": "float32"}]
     assert bundle.info["PreProcess"]["mean"] == stats["feature_mean"]
     assert bundle.info["PostProcess"]["unit"] == "$1000s"
     x = housing_test(data_dir, housing_checkpoint)
-    price = run_predictor(open_predictor(housing_bundle, mkldnn=False), x)[:, 0]
-    from train.data import read_housing
+    price = predict(housing_bundle, x, mkldnn=False)[:, 0]
+    from common.datasets import read_housing
 
     truth = read_housing(str(data_dir))[404:, 13]
     # De-normalised in the graph: the bundle's error in $1000s is the one training measured.
@@ -120,7 +124,7 @@ def test_housing_bundle_answers_in_dollars(housing_bundle, housing_checkpoint, d
                               for s in bundle.manifest["parity"]["settings"]])
 
 
-@pytest.mark.parametrize("task,name", [(t, n) for t in models.TASKS for n in models.REGISTRY[t]])
+@pytest.mark.parametrize("task,name", [(t, n) for t in models.REGISTRY for n in models.REGISTRY[t]])
 def test_every_registered_model_exports(task, name, mnist_checkpoint, housing_checkpoint, tmp_path):
     base = mnist_checkpoint if task == "mnist" else housing_checkpoint
     out = export_checkpoint(checkpoint_for(base, task, name, tmp_path), tmp_path / "bundle")
@@ -222,13 +226,13 @@ def test_exported_model_on_user_like_images(mnist_bundle, data_dir):
 
     images, labels = mnist_test(data_dir, 0, 10000)
     images, labels = images[::10], labels[::10]
-    predictor = open_predictor(mnist_bundle, mkldnn=True)
-    plain = float(np.mean(run_predictor(predictor, normalize(images)).argmax(1) == labels))
+    runner = PredictorRunner(create_predictor(mnist_bundle, mkldnn=True))
+    plain = float(np.mean(runner.run(normalize(images))[0].argmax(1) == labels))
     rng = np.random.default_rng(0)
     accuracy = {}
     for kind in KINDS:
         x = np.concatenate([preprocess(render_like_user(im, rng, kind)) for im in images])
-        accuracy[kind] = float(np.mean(run_predictor(predictor, x).argmax(1) == labels))
+        accuracy[kind] = float(np.mean(runner.run(x)[0].argmax(1) == labels))
     pooled = float(np.mean(list(accuracy.values())))
     print(f"accuracy on {len(labels)} MNIST test images: plain {plain}, re-rendered {accuracy}, "
           f"all renderings {pooled}")
@@ -272,11 +276,11 @@ def test_data_dependent_if_is_converted(housing_checkpoint, tmp_path, monkeypatc
     monkeypatch.setitem(models.REGISTRY["housing"], "branchy", Branchy)
     ckpt = checkpoint_for(housing_checkpoint, "housing", "branchy", tmp_path)
     out = export_checkpoint(ckpt, tmp_path / "bundle")  # parity at batch 1 takes both branches
-    predictor = open_predictor(out, mkldnn=False)
+    runner = PredictorRunner(create_predictor(out, mkldnn=False))
     positive = np.abs(np.random.default_rng(0).normal(size=(8, 13))).astype(np.float32)
     for x in (positive, -positive):  # one input per branch
         ref = dygraph(ckpt, x)
-        assert np.abs(run_predictor(predictor, x) - ref).max() <= 1e-5 * max(1, np.abs(ref).max())
+        assert np.abs(runner.run(x)[0] - ref).max() <= 1e-5 * max(1, np.abs(ref).max())
     assert not np.allclose(dygraph(ckpt, positive), dygraph(ckpt, -positive) * -1)  # the branches differ
 
 
@@ -338,7 +342,7 @@ def test_force_replaces_bundle(housing_checkpoint, housing_bundle, tmp_path):
     export_checkpoint(housing_checkpoint, out, force=True, batch=8)
     assert not (out / "stale.txt").exists() and leftovers(tmp_path) == []
     bundle = read_bundle(out, verify=True)
-    assert bundle.input["shape"] == [8, 13] and [s["batch"] for s in bundle.manifest["parity"]["settings"]] == [8, 8]
+    assert bundle.inputs[0]["shape"] == [8, 13] and [s["batch"] for s in bundle.manifest["parity"]["settings"]] == [8, 8]
     with pytest.raises(ExportError, match="not a bundle"):  # --force never wipes an arbitrary folder
         export_checkpoint(housing_checkpoint, ROOT / "docs", force=True)
 
@@ -352,7 +356,7 @@ def onnx_vs_predictor(bundle: Path, x: np.ndarray) -> float:
 
     sess = ort.InferenceSession(str(bundle / "inference.onnx"), providers=["CPUExecutionProvider"])
     onnx_out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    return float(np.abs(onnx_out - run_predictor(open_predictor(bundle, mkldnn=False), x)).max())
+    return float(np.abs(onnx_out - predict(bundle, x, mkldnn=False)).max())
 
 
 def test_pdmodel_with_onnx(mnist_checkpoint, data_dir, tmp_path):
@@ -365,7 +369,7 @@ def test_pdmodel_with_onnx(mnist_checkpoint, data_dir, tmp_path):
     assert bundle.graph_file.name == "inference.pdmodel" and bundle.manifest["parity"]["onnx"]["passed"]
     x = normalize(mnist_test(data_dir, 0, 64)[0])
     assert onnx_vs_predictor(out, x) <= 1e-5
-    assert np.abs(run_predictor(open_predictor(out, mkldnn=True), x) - dygraph(mnist_checkpoint, x)).max() <= 1e-5
+    assert np.abs(predict(out, x, mkldnn=True) - dygraph(mnist_checkpoint, x)).max() <= 1e-5
 
 
 def test_cli_json_with_onnx(housing_checkpoint, data_dir, tmp_path):
