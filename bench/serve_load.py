@@ -68,8 +68,7 @@ def raw_predictors(bundle_dir: Path, calls: int) -> list[tuple[str, float]]:
     import onnxruntime as ort
     from paddle import inference
 
-    from common.bundle import predictor_config, read_bundle, run_predictor
-    from serve.backends import _Slot
+    from common.bundle import PredictorRunner, predictor_config, read_bundle
 
     bundle = read_bundle(bundle_dir)
     x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
@@ -81,8 +80,8 @@ def raw_predictors(bundle_dir: Path, calls: int) -> list[tuple[str, float]]:
                 ("oneDNN on, 2 threads, IR optim", {"mkldnn": True, "threads": 2}, True)]
     for label, options, cached in variants:
         predictor = inference.create_predictor(predictor_config(bundle, memory_optim=False, **{"threads": 1, **options}))
-        slot = _Slot(predictor)
-        fn = (lambda s=slot: s.run(x)) if cached else (lambda p=predictor: run_predictor(p, x))
+        runner = PredictorRunner(predictor)
+        fn = (lambda r=runner: r.run(x)) if cached else (lambda p=predictor: PredictorRunner(p).run(x))
         rows.append((f"Paddle Inference: {label}", time_calls(fn, calls)))
     if bundle.onnx_file:
         options = ort.SessionOptions()

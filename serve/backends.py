@@ -1,7 +1,8 @@
 """Inference backends: a pool of Paddle Inference predictors, or an onnxruntime session.
 
-Both expose ``run(batch) -> ndarray``, safe to call from many threads at once; for a bundle exported
-with a fixed batch size, ``FixedBatch`` pads or splits every batch to that size.
+Both expose ``run(inputs) -> outputs``: lists of arrays in the order the bundle's ``Inputs`` and
+``Outputs`` declare them, safe to call from many threads at once; for a bundle exported with a fixed
+batch size, ``FixedBatch`` pads or splits every batch to that size.
 
 Paddle predictors are not thread-safe, so each model owns a pool of ``predictor.clone()`` s
 (clones share the weights, not the activations), each used by one thread only, so two requests
@@ -16,25 +17,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from common.bundle import Bundle, BundleError, predictor_config
+from common.bundle import Bundle, BundleError, PredictorRunner, predictor_config
 
 from .errors import ApiError
-
-
-class _Slot:
-    """A predictor with its zero-copy input/output handles looked up once, not on every call."""
-
-    def __init__(self, predictor):
-        self.predictor = predictor
-        self.input = predictor.get_input_handle(predictor.get_input_names()[0])
-        self.output = predictor.get_output_handle(predictor.get_output_names()[0])
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """One inference call: copy in, run, copy out."""
-        self.input.reshape(batch.shape)
-        self.input.copy_from_cpu(batch)
-        self.predictor.run()
-        return self.output.copy_to_cpu()
 
 
 class PaddleBackend:
@@ -50,12 +35,13 @@ class PaddleBackend:
 
     name = "paddle_inference"
 
-    def __init__(self, bundle: Bundle, settings: dict, warmup: list[np.ndarray]):
+    def __init__(self, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
+        self.input_names = [t["name"] for t in bundle.inputs]
         self.config = predictor_config(bundle, device=settings["DEVICE"], threads=settings["THREADS"],
                                        mkldnn=settings["MKLDNN"], ir_optim=settings["IR_OPTIM"],
                                        memory_optim=settings["MEMORY_OPTIM"], tensorrt=settings["TENSORRT"])
         self.timeout = settings["POOL_TIMEOUT_S"]
-        self.jobs: queue.Queue[tuple[np.ndarray, Future]] = queue.Queue()
+        self.jobs: queue.Queue[tuple[list[np.ndarray], Future]] = queue.Queue()
         self._first = None  # the predictor the others are cloned from (clones share its weights)
         for i in range(settings["POOL_SIZE"]):
             ready: Future = Future()
@@ -63,33 +49,33 @@ class PaddleBackend:
                              daemon=True).start()
             ready.result()  # one by one: thread 0 makes the predictor the others clone; raises its error
 
-    def _serve(self, index: int, warmup: list[np.ndarray], ready: Future) -> None:
+    def _serve(self, index: int, warmup: list[list[np.ndarray]], ready: Future) -> None:
         """Thread body: make (or clone) a predictor, warm it up, then run jobs forever."""
         from paddle import inference
 
         try:
             if index == 0:
                 self._first = inference.create_predictor(self.config)
-            slot = _Slot(self._first if index == 0 else self._first.clone())
-            for batch in warmup:
-                slot.run(batch)
+            slot = PredictorRunner(self._first if index == 0 else self._first.clone(), self.input_names)
+            for inputs in warmup:
+                slot.run(inputs)
         except Exception as exc:  # noqa: BLE001  reported to the loader, which refuses the model
             ready.set_exception(exc)
             return
         ready.set_result(True)
         while True:
-            batch, future = self.jobs.get()
+            inputs, future = self.jobs.get()
             if not future.set_running_or_notify_cancel():
                 continue  # its request gave up waiting
             try:
-                future.set_result(slot.run(batch))
+                future.set_result(slot.run(inputs))
             except Exception as exc:  # noqa: BLE001  handed to the request, which reports it
                 future.set_exception(exc)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run ``batch`` on the first free predictor; 503 if none answers within the pool timeout."""
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run ``inputs`` on the first free predictor; 503 if none answers within the pool timeout."""
         future: Future = Future()
-        self.jobs.put((batch, future))
+        self.jobs.put((inputs, future))
         try:
             return future.result(timeout=self.timeout)
         except FutureTimeout:
@@ -102,7 +88,7 @@ class OnnxBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, settings: dict, warmup: list[np.ndarray]):
+    def __init__(self, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
         import onnxruntime as ort
 
         if bundle.onnx_file is None:
@@ -115,14 +101,18 @@ class OnnxBackend:
         if settings["DEVICE"] == "gpu":
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(bundle.onnx_file), options, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [self.session.get_outputs()[0].name]
-        for batch in warmup:  # the first runs allocate buffers
-            self.run(batch)
+        # paddle2onnx keeps the graph's feed and fetch order, which is the order the bundle declares.
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        if len(self.input_names) != len(bundle.inputs) or len(self.session.get_outputs()) != len(bundle.outputs):
+            raise BundleError(f"{bundle.onnx_file} has {len(self.input_names)} inputs and "
+                              f"{len(self.session.get_outputs())} outputs; inference.yml declares "
+                              f"{len(bundle.inputs)} and {len(bundle.outputs)}")
+        for inputs in warmup:  # the first runs allocate buffers
+            self.run(inputs)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run ``batch`` (the session is thread-safe)."""
-        return self.session.run(self.output_names, {self.input_name: batch})[0]
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run ``inputs`` (the session is thread-safe)."""
+        return self.session.run(None, dict(zip(self.input_names, inputs)))
 
 
 class FixedBatch:
@@ -137,35 +127,29 @@ class FixedBatch:
     def __init__(self, backend, size: int):
         self.backend, self.size, self.name = backend, size, backend.name
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        n = self.size
-        if len(batch) == n:
-            return self.backend.run(batch)
-        outputs = []
-        for start in range(0, len(batch), n):
-            part = batch[start:start + n]
-            rows = len(part)
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        n, total = self.size, len(inputs[0])
+        if total == n:
+            return self.backend.run(inputs)
+        pieces = []
+        for start in range(0, total, n):
+            parts = [x[start:start + n] for x in inputs]
+            rows = len(parts[0])
             if rows < n:
-                part = np.concatenate([part, np.zeros((n - rows, *part.shape[1:]), part.dtype)])
-            outputs.append(np.asarray(self.backend.run(part))[:rows])
-        return np.concatenate(outputs)
-
-
-def fixed_batch(bundle: Bundle) -> int | None:
-    """N for a bundle exported with a fixed batch size N, None for a dynamic batch (-1)."""
-    lead = bundle.input["shape"][0]
-    return lead if isinstance(lead, int) and not isinstance(lead, bool) and lead > 0 else None
+                parts = [np.concatenate([p, np.zeros((n - rows, *p.shape[1:]), p.dtype)]) for p in parts]
+            pieces.append([np.asarray(out)[:rows] for out in self.backend.run(parts)])
+        return [np.concatenate(per_output) for per_output in zip(*pieces)]
 
 
 BACKENDS = {"paddle": PaddleBackend, "onnxruntime": OnnxBackend}
 
 
-def create_backend(bundle: Bundle, settings: dict, warmup: list[np.ndarray]):
+def create_backend(bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
     """The backend ``settings["BACKEND"]`` names, loaded for ``bundle`` and run on each ``warmup`` batch.
 
     The warm-up batches go to the backend as they are, so for a fixed-batch bundle they must have
-    its batch size (``registry.dummy_batch`` makes them so); requests then pass through ``FixedBatch``.
+    its batch size (``registry.dummy_inputs`` makes them so); requests then pass through ``FixedBatch``.
     """
     backend = BACKENDS[settings["BACKEND"]](bundle, settings, warmup)
-    size = fixed_batch(bundle)
+    size = bundle.fixed_batch
     return FixedBatch(backend, size) if size else backend

@@ -20,26 +20,31 @@ import numpy as np
 from .errors import ApiError
 
 
+def rows(inputs: list[np.ndarray]) -> int:
+    """Samples in a request: the batch dimension of its (first) input."""
+    return len(inputs[0])
+
+
 class DynamicBatcher:
-    """Wraps a backend: ``run(batch)`` has the same meaning, calls are merged behind the scenes."""
+    """Wraps a backend: ``run(inputs)`` has the same meaning, calls are merged behind the scenes."""
 
     def __init__(self, backend, max_batch: int, max_delay_ms: float, timeout_s: float, on_batch=None,
                  busy=None):
         self.backend, self.max_batch, self.delay = backend, max_batch, max_delay_ms / 1000.0
         self.timeout, self.on_batch = timeout_s, on_batch
         self.busy = busy or (lambda: max_batch)  # requests in this process that may still join a batch
-        self.queue: queue.Queue[tuple[np.ndarray, Future]] = queue.Queue()
-        self._held: tuple[np.ndarray, Future] | None = None  # a request that did not fit the last batch
+        self.queue: queue.Queue[tuple[list[np.ndarray], Future]] = queue.Queue()
+        self._held: tuple[list[np.ndarray], Future] | None = None  # a request that did not fit the last batch
         threading.Thread(target=self._loop, name="batcher", daemon=True).start()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Queue ``batch`` and wait for its rows of the combined result; 503 ``busy`` after ``timeout_s``."""
-        if len(batch) >= self.max_batch:
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Queue ``inputs`` and wait for its rows of the combined result; 503 ``busy`` after ``timeout_s``."""
+        if rows(inputs) >= self.max_batch:
             if self.on_batch:
-                self.on_batch(len(batch))
-            return self.backend.run(batch)
+                self.on_batch(rows(inputs))
+            return self.backend.run(inputs)
         future: Future = Future()
-        self.queue.put((batch, future))
+        self.queue.put((inputs, future))
         try:
             return future.result(timeout=self.timeout)
         except FutureTimeout:
@@ -55,9 +60,10 @@ class DynamicBatcher:
             if not items:
                 continue
             try:
-                batch = np.concatenate([x for x, _ in items]) if len(items) > 1 else items[0][0]
+                batch = [np.concatenate(parts) for parts in zip(*(x for x, _ in items))] if len(items) > 1 \
+                    else items[0][0]
                 if self.on_batch:
-                    self.on_batch(len(batch))
+                    self.on_batch(rows(batch))
                 out = self.backend.run(batch)
             except Exception as exc:  # noqa: BLE001  delivered to every waiting request, which reports it
                 for _, future in items:
@@ -65,14 +71,14 @@ class DynamicBatcher:
                 continue
             start = 0
             for x, future in items:
-                future.set_result(out[start:start + len(x)])
-                start += len(x)
+                future.set_result([o[start:start + rows(x)] for o in out])
+                start += rows(x)
 
-    def _collect(self) -> list[tuple[np.ndarray, Future]]:
+    def _collect(self) -> list[tuple[list[np.ndarray], Future]]:
         """The next batch: the first request, then whatever arrives before the deadline and fits."""
         first = self._held or self.queue.get()
         self._held = None
-        items, size = [first], len(first[0])
+        items, size = [first], rows(first[0])
         deadline = time.perf_counter() + self.delay
         while size < self.max_batch:
             if self.queue.empty() and self.busy() <= len(items):
@@ -82,9 +88,9 @@ class DynamicBatcher:
                 item = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
             except queue.Empty:
                 break
-            if size + len(item[0]) > self.max_batch:
+            if size + rows(item[0]) > self.max_batch:
                 self._held = item
                 break
             items.append(item)
-            size += len(item[0])
+            size += rows(item[0])
         return items

@@ -2,11 +2,14 @@
 
 The same keys appear three ways: ``create_app({"THREADS": 2})``, ``SERVE_THREADS=2`` (what gunicorn
 deployments use, since ``gunicorn 'serve.app:create_app()'`` passes no arguments) and ``--threads 2``.
+The gunicorn keys (BIND, WORKERS, GUNICORN_THREADS) are read by serve/gunicorn_conf.py.
 """
 from __future__ import annotations
 
 import argparse
 import os
+
+from flask import current_app
 
 ENV_PREFIX = "SERVE_"
 
@@ -29,9 +32,17 @@ DEFAULTS: dict = {
     "MAX_BATCH_SIZE": 16,          # ... at most this many samples per call
     "MAX_DELAY_MS": 2.0,           # ... waiting at most this long for more requests
     "WARMUP_BATCHES": 3,           # dummy batches per predictor before a model reports ready
-    "ARTIFICIAL_WARMUP_DELAY_S": 0.0,  # FOR TESTS ONLY: sleep this long before warming up
+    # gunicorn only (serve/gunicorn_conf.py); its own -b/-w/--threads flags override these
+    "BIND": "127.0.0.1:8000",      # address:port
+    "WORKERS": 2,                  # worker processes
+    "GUNICORN_THREADS": 1,         # HTTP threads per worker (and, unless POOL_SIZE is set, predictors per model)
 }
 CHOICES = {"DEVICE": ("cpu", "gpu"), "BACKEND": ("paddle", "onnxruntime")}
+
+
+def current() -> dict:
+    """The settings of the app handling this request."""
+    return current_app.config["SERVE"]
 
 
 def _parse(key: str, text: str):
@@ -60,7 +71,7 @@ def resolve(config: dict | None) -> dict:
     for key, allowed in CHOICES.items():
         if settings[key] not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {settings[key]!r}")
-    for key in ("THREADS", "POOL_SIZE", "MAX_IMAGES", "MAX_BATCH_SIZE", "WARMUP_BATCHES"):
+    for key in ("THREADS", "POOL_SIZE", "MAX_IMAGES", "MAX_BATCH_SIZE", "WARMUP_BATCHES", "WORKERS", "GUNICORN_THREADS"):
         if int(settings[key]) < (0 if key == "WARMUP_BATCHES" else 1):
             raise ValueError(f"{key} must be a positive integer, got {settings[key]!r}")
     if settings["MAX_BODY_MB"] <= 0:
@@ -68,33 +79,38 @@ def resolve(config: dict | None) -> dict:
     return settings
 
 
+# Flags of ``python -m serve``: (flag, argparse options, help). Each maps to the settings key of the
+# same name; the default at the end of each help line is generated from DEFAULTS.
+FLAGS: list[tuple[str, dict, str]] = [
+    ("--device", {"choices": CHOICES["DEVICE"]}, "where predictors run"),
+    ("--threads", {"type": int}, "math threads per predictor (intra-op threads for onnxruntime); not gunicorn's "
+     "--threads, which are HTTP threads"),
+    ("--mkldnn", {"action": argparse.BooleanOptionalAction}, "oneDNN on CPU"),
+    ("--max-body-mb", {"type": float}, "request size limit, 413 above"),
+    ("--backend", {"choices": CHOICES["BACKEND"]}, "inference engine"),
+    ("--pool-size", {"type": int}, "predictors per model, one per concurrent request"),
+    ("--dynamic-batching", {"action": argparse.BooleanOptionalAction}, "combine concurrent requests into one "
+     "predictor call"),
+    ("--max-batch-size", {"type": int}, "dynamic batching: samples per call"),
+    ("--max-delay-ms", {"type": float}, "dynamic batching: how long to wait for more requests"),
+    ("--tensorrt", {"action": argparse.BooleanOptionalAction}, "GPU only: TensorRT subgraphs"),
+    ("--warmup-batches", {"type": int}, "dummy batches per predictor before a model reports ready"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags of ``python -m serve``; each maps to one settings key."""
-    d = DEFAULTS
     p = argparse.ArgumentParser(prog="python -m serve", description="Serve exported bundles over HTTP "
                                 "(Flask development server; use gunicorn in production, see docs/SERVING.md).")
-    p.add_argument("--models", default=os.environ.get("SERVE_MODELS", d["MODELS"]),
+    p.add_argument("--models", default=os.environ.get("SERVE_MODELS", DEFAULTS["MODELS"]),
                    help="folder of bundles, one subfolder per model, optionally with version subfolders 1/, 2/ ... "
                         "(default: $SERVE_MODELS or %(default)s); the server refuses to start if it holds none")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    p.add_argument("--device", choices=CHOICES["DEVICE"], help=f"default: {d['DEVICE']}")
-    p.add_argument("--threads", type=int, help=f"math threads per predictor, SERVE_THREADS; not gunicorn's "
-                                               f"--threads, which are HTTP threads (default: {d['THREADS']})")
-    p.add_argument("--mkldnn", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"oneDNN on CPU (default: {'on' if d['MKLDNN'] else 'off'})")
-    p.add_argument("--max-body-mb", type=float, help=f"request size limit, 413 above (default: {d['MAX_BODY_MB']})")
-    p.add_argument("--backend", choices=CHOICES["BACKEND"], help=f"default: {d['BACKEND']}")
-    p.add_argument("--pool-size", type=int, help=f"predictors per model, one per concurrent request "
-                                                 f"(default: {d['POOL_SIZE']})")
-    p.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=None,
-                   help="combine concurrent requests into one predictor call (default: off)")
-    p.add_argument("--max-batch-size", type=int, help=f"dynamic batching: samples per call (default: {d['MAX_BATCH_SIZE']})")
-    p.add_argument("--max-delay-ms", type=float, help=f"dynamic batching: wait for more requests (default: {d['MAX_DELAY_MS']})")
-    p.add_argument("--tensorrt", action=argparse.BooleanOptionalAction, default=None,
-                   help="GPU only: TensorRT subgraphs (default: off)")
-    p.add_argument("--warmup-batches", type=int, help=f"default: {d['WARMUP_BATCHES']}")
-    p.add_argument("--artificial-warmup-delay-s", type=float, help=argparse.SUPPRESS)  # tests only
+    for flag, options, text in FLAGS:
+        default = DEFAULTS[flag[2:].replace("-", "_").upper()]
+        shown = ("on" if default else "off") if isinstance(default, bool) else default
+        p.add_argument(flag, default=None, help=f"{text} (default: {shown})", **options)
     return p
 
 

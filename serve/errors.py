@@ -1,7 +1,9 @@
 """One error type, one JSON shape, and the request id that ties a response to the server's logs.
 
 Every error response, whatever raised it (our code, werkzeug's routing, the body-size limit, a bug),
-has the body ``{"error": {"code": ..., "message": ..., "request_id": ...}}`` and an X-Request-ID header.
+has an X-Request-ID header and the body ``{"error": {"code": ..., "message": ..., "request_id": ...}}``;
+on the Open Inference Protocol routes (``/v2...``) the body is the protocol's own ``{"error": "<message>"}``,
+which stock clients (tritonclient, KServe's) print.
 """
 from __future__ import annotations
 
@@ -36,9 +38,15 @@ def request_id() -> str:
     return g.get("request_id") or uuid.uuid4().hex
 
 
+V2_PREFIX = "/v2"
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
-    """The one error shape."""
-    body = jsonify(error={"code": code, "message": message, "request_id": request_id()})
+    """The error shape of the route: V2's ``{"error": message}``, else ours with code and request id."""
+    if request.path == V2_PREFIX or request.path.startswith(V2_PREFIX + "/"):
+        body = jsonify(error=message)
+    else:
+        body = jsonify(error={"code": code, "message": message, "request_id": request_id()})
     return body, status, headers or {}
 
 

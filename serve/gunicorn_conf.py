@@ -1,6 +1,7 @@
 """gunicorn settings for the server: ``gunicorn -c serve/gunicorn_conf.py 'serve.app:create_app()'``.
 
-Flags given on the command line override these (``-w 4 --threads 2 -b 0.0.0.0:8000``). gunicorn's
+Flags given on the command line override these (``-w 4 --threads 2 -b 0.0.0.0:8000``); their
+defaults come from serve/config.py (SERVE_BIND, SERVE_WORKERS, SERVE_GUNICORN_THREADS). gunicorn's
 ``--threads`` are HTTP threads per worker; unless SERVE_POOL_SIZE is set, each worker also gets that
 many predictors per model (``post_fork`` below). Keep workers (``-w``) x SERVE_POOL_SIZE x
 SERVE_THREADS (math threads per predictor) <= CPU cores: docs/SERVING.md, "Thread arithmetic".
@@ -9,18 +10,22 @@ import os
 import tempfile
 from pathlib import Path
 
-bind = os.environ.get("SERVE_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("SERVE_WORKERS", "2"))
-threads = int(os.environ.get("SERVE_GUNICORN_THREADS", "1"))
+# Prometheus multiprocess mode: every worker writes its metrics to files here and /metrics adds
+# them up. Must be set before prometheus_client is imported (serve.config imports the app's
+# package, which imports it), i.e. here, first, in the master.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="serve-prometheus-")
+
+from serve.config import resolve  # noqa: E402
+
+_settings = resolve(None)
+bind = _settings["BIND"]
+workers = _settings["WORKERS"]
+threads = _settings["GUNICORN_THREADS"]
 worker_class = "gthread"
 timeout = 60
 # No preload: each worker builds its own predictors after the fork (Paddle state does not survive fork well).
 preload_app = False
-
-# Prometheus multiprocess mode: every worker writes its metrics to files here and /metrics adds
-# them up. Must be set before prometheus_client is imported, i.e. here in the master.
-if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="serve-prometheus-")
 
 
 def on_starting(server):

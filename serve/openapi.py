@@ -1,24 +1,28 @@
 """``GET /openapi.json``: an OpenAPI 3 description of every route (also what the fuzz test is driven by)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
+from common.bundle import DTYPES
 from common.housing import FEATURE_NAMES
 
+from . import registry
 from .v2 import SERVER_VERSION
 
 bp = Blueprint("openapi", __name__)
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+V2_ERROR = {"$ref": "#/components/schemas/V2Error"}
 NUMBER_LIST = {"type": "array", "items": {"type": "number"}}
 
 
-def _errors(*statuses: int) -> dict:
-    """Error responses, all in the one error shape."""
+def _errors(*statuses: int, v2: bool = False) -> dict:
+    """Error responses: the friendly API's error shape, or the V2 protocol's with ``v2``."""
     text = {400: "Invalid input", 404: "Unknown model or version", 413: "Body over the size limit",
             415: "Unsupported Content-Type", 422: "The model produced a non-finite output (NaN or infinity)",
             503: "Model loading, refused, or all predictors busy"}
-    return {str(s): {"description": text[s], "content": {"application/json": {"schema": ERROR}}} for s in statuses}
+    schema = V2_ERROR if v2 else ERROR
+    return {str(s): {"description": text[s], "content": {"application/json": {"schema": schema}}} for s in statuses}
 
 
 def _ok(description: str, schema: dict | None = None, media: str = "application/json") -> dict:
@@ -69,7 +73,7 @@ def _house_body(names: list[str]) -> dict:
 def _infer_body() -> dict:
     tensor = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
         "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-        "datatype": {"type": "string", "enum": ["FP32"]}, "data": NUMBER_LIST}}
+        "datatype": {"type": "string", "enum": sorted({*DTYPES.values(), "BYTES"})}, "data": NUMBER_LIST}}
     return {"application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
         "id": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
         "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}}}}}}
@@ -77,26 +81,25 @@ def _infer_body() -> dict:
 
 def _feature_names() -> list[str]:
     """Feature names of the first housing bundle served (else the UCI housing columns)."""
-    for mv in current_app.extensions["registry"].all_versions():
-        if mv.task == "housing":
-            names = (mv.bundle.info.get("PreProcess") or {}).get("feature_names")
-            if names:
-                return list(names)
+    for mv in registry.current().all_versions():
+        if mv.kind == "house":
+            return list(mv.pipeline.names)
     return list(FEATURE_NAMES)
 
 
 def document() -> dict:
     """The OpenAPI 3.0 document."""
     name, version = _path_param("name"), _path_param("version")
-    model_meta = _op("Model metadata (V2)", {**_ok("Inputs and outputs"), **_errors(404, 503)})
-    model_ready = _op("Model readiness (V2)", {**_ok("Ready"), **_errors(404, 503)})
-    infer = _op("Inference on FP32 tensors (V2)", {**_ok("Output tensors"), **_errors(400, 404, 413, 415, 422, 503)},
-                _infer_body())
+    model_meta = _op("Model metadata (V2)", {**_ok("Inputs and outputs"), **_errors(404, 503, v2=True)})
+    model_ready = _op("Model readiness (V2)", {**_ok("Ready"), **_errors(404, 503, v2=True)})
+    infer = _op("Inference (V2; JSON tensors, or binary with Inference-Header-Content-Length)",
+                {**_ok("Output tensors"), **_errors(400, 404, 413, 415, 422, 503, v2=True)}, _infer_body())
     return {
         "openapi": "3.0.3",
         "info": {"title": "Paddle toolkit prediction service", "version": SERVER_VERSION,
                  "description": "Digits and house prices; friendly API, KServe V2 (Open Inference Protocol) "
-                                "REST API, metrics and a drawing page. Errors: {error: {code, message, request_id}}."},
+                                "REST API, metrics and a drawing page. Errors: {error: {code, message, request_id}}; "
+                                "on /v2 routes the protocol's {error: message}."},
         "paths": {
             "/": {"get": _op("Drawing page (HTML)", _ok("The page", {"type": "string"}, "text/html"))},
             "/predict/digit": {"post": _op("Classify digit image(s)", {**_ok("Digit and probabilities"),
@@ -106,7 +109,7 @@ def document() -> dict:
                                            SELECT_MODEL)},
             "/v2": {"get": _op("Server metadata (V2)", _ok("Name, version, extensions"))},
             "/v2/health/live": {"get": _op("Liveness (V2)", _ok("Live"))},
-            "/v2/health/ready": {"get": _op("Readiness (V2)", {**_ok("Ready"), **_errors(503)})},
+            "/v2/health/ready": {"get": _op("Readiness (V2)", {**_ok("Ready"), **_errors(503, v2=True)})},
             "/v2/models/{name}": {"get": {**model_meta, "parameters": [name]}},
             "/v2/models/{name}/versions/{version}": {"get": {**model_meta, "parameters": [name, version]}},
             "/v2/models/{name}/ready": {"get": {**model_ready, "parameters": [name]}},
@@ -119,7 +122,8 @@ def document() -> dict:
         "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message", "request_id"],
             "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                           "request_id": {"type": "string"}}}}}}},
+                           "request_id": {"type": "string"}}}}},
+            "V2Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}},
     }
 
 

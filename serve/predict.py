@@ -1,8 +1,8 @@
 """The friendly API: ``POST /predict/digit`` (images in) and ``POST /predict/house`` (features in).
 
-Inputs are decoded here, preprocessed exactly as in training (``common.digit_image`` for images, the
-bundle's mean/std for houses), and a request with several inputs runs as one predictor call.
-Choose a model other than the default one of the task with ``?model=NAME&version=N``.
+Inputs are decoded here and preprocessed as the model's bundle declares (``serve/pipelines.py``:
+its digit-image parameters, its feature names, mean and std), and a request with several inputs
+runs as one predictor call. Choose a model other than the default one with ``?model=NAME&version=N``.
 """
 from __future__ import annotations
 
@@ -14,17 +14,14 @@ import time
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from common.digit_image import ImageError, preprocess
-
+from . import registry
+from .config import current as settings
 from .errors import ApiError
+from .pipelines import ImageError
 
 bp = Blueprint("predict", __name__, url_prefix="/predict")
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/webp")
-
-
-def settings() -> dict:
-    return current_app.config["SERVE"]
 
 
 def elapsed_ms() -> float:
@@ -32,14 +29,16 @@ def elapsed_ms() -> float:
     return round((time.perf_counter() - g.started) * 1000.0, 3)
 
 
-def json_body():
+def json_body(allow_missing_type: bool = False):
     """The parsed JSON body; 415 if it is not JSON, 400 if it does not parse.
+
+    ``allow_missing_type``: also parse a body sent with no Content-Type (stock V2 clients send none).
 
     Parsed here rather than with ``request.get_json(silent=True)``, which only swallows
     ``ValueError``: a body nested thousands of levels deep (``[[[[...``) raises ``RecursionError``
     in the JSON parser, and must be a 400 like any other unparsable body, not a 500.
     """
-    if request.mimetype != "application/json":
+    if request.mimetype != "application/json" and not (allow_missing_type and not request.mimetype):
         raise ApiError(415, "unsupported_media_type",
                        f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
     try:
@@ -74,26 +73,29 @@ def finite_float32(values, code: str, what: str, name_of=None) -> np.ndarray:
 def check_finite_output(mv, out: np.ndarray) -> np.ndarray:
     """422 if the model answered NaN or infinity (finite inputs far outside the training data can
     overflow inside the model); JSON has no such numbers, and a price of "Infinity" is no answer."""
-    if not np.isfinite(out).all():
+    if out.dtype.kind in "fc" and not np.isfinite(out).all():
         raise ApiError(422, "non_finite_output", f"model {mv.name!r} version {mv.version} produced a non-finite "
                        "output (NaN or infinity) for this input; inputs this far outside the training data "
                        "cannot be answered")
     return out
 
 
-def run_model(mv, batch: np.ndarray) -> tuple[np.ndarray, float]:
-    """Run ``batch`` through the model version; returns the output and its time in ms.
+def run_model(mv, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    """Run ``inputs`` (one array per bundle input) through the model version; returns its outputs
+    (one array per bundle output) and the time in ms.
 
-    422 (``non_finite_output``) if the output holds NaN or infinity.
+    422 (``non_finite_output``) if an output holds NaN or infinity.
     """
     metrics = current_app.extensions["metrics"]
     if not settings()["DYNAMIC_BATCHING"]:
-        metrics.batch_size.labels(mv.name).observe(len(batch))  # the batcher reports its own
+        metrics.batch_size.labels(mv.name).observe(len(inputs[0]))  # the batcher reports its own
     started = time.perf_counter()
-    out = np.asarray(mv.runner.run(batch))
+    outputs = [np.asarray(out) for out in mv.runner.run(inputs)]
     seconds = time.perf_counter() - started
     metrics.inference.labels(mv.name).observe(seconds)
-    return check_finite_output(mv, out), round(seconds * 1000.0, 3)
+    for out in outputs:
+        check_finite_output(mv, out)
+    return outputs, round(seconds * 1000.0, 3)
 
 
 # ---- digits ---------------------------------------------------------------------------------
@@ -132,55 +134,35 @@ def digit_images() -> tuple[list[bytes], bool]:
     raise ApiError(400, "invalid_request", 'JSON body must be {"image": "<base64>"} or {"images": ["<base64>", ...]}')
 
 
-def preprocess_all(images: list[bytes]) -> np.ndarray:
-    """Decode and normalise every image into one (N, 1, 28, 28) batch; 400 names the bad one."""
+def preprocess_all(pipeline, images: list[bytes]) -> np.ndarray:
+    """Decode and preprocess every image into one (N, 1, 28, 28) batch; 400 names the bad one."""
     limit = settings()["MAX_IMAGES"]
     if len(images) > limit:
         raise ApiError(400, "too_many_inputs", f"{len(images)} images in one request; the limit is {limit}")
     arrays = []
     for i, data in enumerate(images):
         try:
-            arrays.append(preprocess(data, max_pixels=settings()["MAX_PIXELS"]))
+            arrays.append(pipeline.inputs(data, settings()["MAX_PIXELS"]))
         except ImageError as exc:
             where = f"image {i}: " if len(images) > 1 else ""
             raise ApiError(400, "invalid_image", f"{where}{exc}") from None
     return np.concatenate(arrays)
 
 
-def digit_answer(probabilities: np.ndarray, labels: list) -> dict:
-    """The digit, its probability and all ten, for one image."""
-    best = int(np.argmax(probabilities))
-    label = labels[best] if best < len(labels) else best
-    return {"digit": int(label) if str(label).isdigit() else label, "probability": float(probabilities[best]),
-            "probabilities": [float(p) for p in probabilities]}
-
-
 @bp.post("/digit")
 def predict_digit():
     """Classify one image, or a batch in one predictor call."""
     images, is_batch = digit_images()
-    mv = current_app.extensions["registry"].for_task("mnist", request.args.get("model"), request.args.get("version"))
-    batch = preprocess_all(images)
-    probabilities, inference_ms = run_model(mv, batch)
-    labels = (mv.bundle.info.get("PostProcess") or {}).get("label_list") or list(range(10))
-    answers = [digit_answer(p, labels) for p in probabilities]
+    mv = registry.current().for_kind("digit", request.args.get("model"), request.args.get("version"))
+    batch = preprocess_all(mv.pipeline, images)
+    (probabilities,), inference_ms = run_model(mv, [batch])
+    answers = [mv.pipeline.answer(p) for p in probabilities]
     head = {"model": mv.name, "version": mv.version}
     body = {**head, "predictions": answers} if is_batch else {**head, **answers[0]}
     return jsonify({**body, "inference_ms": inference_ms, "time_ms": elapsed_ms()})
 
 
 # ---- houses ---------------------------------------------------------------------------------
-
-
-def housing_stats(bundle) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Feature names, mean and std from the bundle's PreProcess section."""
-    pre = bundle.info.get("PreProcess") or {}
-    names = pre.get("feature_names")
-    mean, std = pre.get("mean"), pre.get("std")
-    if not names or mean is None or std is None:
-        raise ApiError(503, "model_unavailable", f"bundle of model {bundle.path.name!r} lacks PreProcess "
-                       "feature_names/mean/std, needed to normalise features")
-    return list(names), np.asarray(mean, np.float64), np.asarray(std, np.float64)
 
 
 def _number(value, where: str) -> float:
@@ -229,15 +211,13 @@ def feature_rows(body, names: list[str]) -> tuple[list[list[float]], bool]:
 def predict_house():
     """Price one house, or a batch in one predictor call, in $1000s."""
     body = json_body()
-    mv = current_app.extensions["registry"].for_task("housing", request.args.get("model"), request.args.get("version"))
-    names, mean, std = housing_stats(mv.bundle)
+    mv = registry.current().for_kind("house", request.args.get("model"), request.args.get("version"))
+    names = mv.pipeline.names
     rows, is_batch = feature_rows(body, names)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        normalised = (np.asarray(rows, np.float64) - mean) / std
-    batch = finite_float32(normalised, "invalid_features", "features (normalised with the bundle's mean/std)",
-                           lambda ix: f"{f'house {ix[0]} ' if is_batch else ''}{names[ix[1]]}")
-    prices, inference_ms = run_model(mv, batch)
+    batch = finite_float32(mv.pipeline.inputs(rows), "invalid_features", "features (normalised with the bundle's "
+                           "mean/std)", lambda ix: f"{f'house {ix[0]} ' if is_batch else ''}{names[ix[1]]}")
+    (prices,), inference_ms = run_model(mv, [batch])
     answers = [{"price": float(p)} for p in np.asarray(prices).reshape(len(rows), -1)[:, 0]]
-    head = {"model": mv.name, "version": mv.version, "unit": "$1000s"}
+    head = {"model": mv.name, "version": mv.version, "unit": mv.pipeline.unit}
     body = {**head, "predictions": answers} if is_batch else {**head, **answers[0]}
     return jsonify({**body, "inference_ms": inference_ms, "time_ms": elapsed_ms()})

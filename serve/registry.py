@@ -16,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from flask import current_app
+
 from common.bundle import CONFIG_FILE, MANIFEST_FILE, Bundle, read_bundle
 
-from .backends import create_backend, fixed_batch
+from .backends import create_backend
 from .batching import DynamicBatcher
 from .errors import ApiError
+from .pipelines import pipeline_for
 
 log = logging.getLogger("serve")
 
@@ -37,12 +40,14 @@ class ModelVersion:
     state: str = LOADING
     reason: str = ""
     bundle: Bundle | None = None
+    pipeline: object = None  # the friendly API's DigitPipeline / FeaturePipeline, None: V2 only
     runner: object = None  # a backend, or a DynamicBatcher around one
     platform: str = ""
 
     @property
-    def task(self) -> str | None:
-        return self.bundle.task if self.bundle else None
+    def kind(self) -> str | None:
+        """The friendly endpoint this version serves ("digit", "house"), None for V2 only."""
+        return self.pipeline.kind if self.pipeline else None
 
 
 @dataclass
@@ -91,10 +96,16 @@ def discover(root: Path) -> dict[str, Model]:
     return models
 
 
-def dummy_batch(bundle: Bundle, size: int = 1) -> np.ndarray:
-    """Zeros shaped like the bundle's input, batch dimension ``size`` (a fixed-batch bundle's own N)."""
-    shape = [size if d in (-1, None) else d for d in bundle.input["shape"]]
-    return np.zeros(shape, dtype=bundle.input.get("dtype", "float32"))
+def dummy_inputs(bundle: Bundle, size: int = 1) -> list[np.ndarray]:
+    """Zeros shaped like each of the bundle's inputs: batch ``size`` (a fixed-batch bundle's own N),
+    and 1 for any other dimension declared -1."""
+    return [np.zeros([size] + [1 if d == -1 else d for d in t["shape"][1:]], dtype=t["dtype"])
+            for t in bundle.inputs]
+
+
+def current() -> "Registry":
+    """The registry of the app handling this request."""
+    return current_app.extensions["registry"]
 
 
 class Registry:
@@ -117,17 +128,14 @@ class Registry:
     def _peek(self, mv: ModelVersion) -> None:
         """Read the YAML (no checksums yet) so the task and input are known before loading."""
         try:
-            mv.bundle = read_bundle(mv.path, verify=False)  # also checks Global.task and Inputs[0].shape
+            mv.bundle = read_bundle(mv.path, verify=False)  # also checks Global.task, Inputs and Outputs
+            mv.pipeline = pipeline_for(mv.bundle)  # refuses a PreProcess this server does not implement
         except Exception as exc:  # noqa: BLE001  whatever is wrong with one bundle refuses it, not the server
-            mv.bundle = None  # so lookups by task (mv.task) never touch a bundle that could not be read
+            mv.bundle = mv.pipeline = None  # so lookups by kind never touch a bundle that could not be read
             self._refuse(mv, exc)
         self._report(mv)
 
     def _load_all(self) -> None:
-        delay = self.settings["ARTIFICIAL_WARMUP_DELAY_S"]
-        if delay:
-            log.warning("ARTIFICIAL_WARMUP_DELAY_S=%s: delaying readiness (testing only)", delay)
-            time.sleep(delay)
         for mv in self.all_versions():
             if mv.state == LOADING:
                 self._load(mv)
@@ -141,12 +149,13 @@ class Registry:
         started = time.perf_counter()
         try:
             mv.bundle = read_bundle(mv.path, verify=True)
+            mv.pipeline = pipeline_for(mv.bundle)
             # A bundle exported with a fixed batch N runs exactly N samples per call (FixedBatch pads
             # and splits): warm up with N, and let the batcher fill calls up to N.
-            max_batch = fixed_batch(mv.bundle) or self.settings["MAX_BATCH_SIZE"]
-            warmup = [dummy_batch(mv.bundle)] * self.settings["WARMUP_BATCHES"]
+            max_batch = mv.bundle.fixed_batch or self.settings["MAX_BATCH_SIZE"]
+            warmup = [dummy_inputs(mv.bundle, mv.bundle.fixed_batch or 1)] * self.settings["WARMUP_BATCHES"]
             if self.settings["DYNAMIC_BATCHING"]:
-                warmup.append(dummy_batch(mv.bundle, max_batch))
+                warmup.append(dummy_inputs(mv.bundle, max_batch))
             backend = create_backend(mv.bundle, self.settings, warmup)
             mv.runner, mv.platform = backend, backend.name
             if self.settings["DYNAMIC_BATCHING"]:
@@ -157,7 +166,7 @@ class Registry:
             self._refuse(mv, exc)
             return
         mv.state = READY
-        log.info("model %r version %s ready (%s, %s, %.2f s)", mv.name, mv.version, mv.task,
+        log.info("model %r version %s ready (%s, %s, %.2f s)", mv.name, mv.version, mv.kind or "V2 only",
                  mv.platform, time.perf_counter() - started)
 
     def _refuse(self, mv: ModelVersion, exc: Exception) -> None:
@@ -192,16 +201,18 @@ class Registry:
         mv = self.find(name, version)
         return self._check_ready(mv)
 
-    def for_task(self, task: str, name: str | None, version: str | None) -> ModelVersion:
-        """The model named, or else the first (by name) ready model whose default version does ``task``."""
+    def for_kind(self, kind: str, name: str | None, version: str | None) -> ModelVersion:
+        """The model named, or else the first (by name) ready model whose default version serves ``kind``
+        ("digit" or "house", as its bundle's PreProcess declares)."""
         if name:
             mv = self.find(name, version)
-            if mv.task not in (task, None):
-                raise ApiError(404, "model_not_found", f"model {name!r} is a {mv.task} model, not {task}")
+            if mv.bundle is not None and mv.kind != kind:
+                raise ApiError(404, "model_not_found", f"model {name!r} does not serve /predict/{kind} "
+                               f"({'its bundle has no PreProcess: use /v2' if mv.kind is None else 'it is a ' + mv.kind + ' model'})")
             return self._check_ready(mv)
-        candidates = [m for m in sorted(self.models.values(), key=lambda m: m.name) if m.default.task == task]
+        candidates = [m for m in sorted(self.models.values(), key=lambda m: m.name) if m.default.kind == kind]
         if not candidates:
-            raise ApiError(404, "model_not_found", f"no {task} model is being served")
+            raise ApiError(404, "model_not_found", f"no model serving /predict/{kind} is loaded")
         # A refused or loading model must not shadow a ready one that sorts after it.
         ready = [m for m in candidates if m.default.state == READY]
         return self._check_ready(self.find((ready or candidates)[0].name, version))

@@ -1,38 +1,64 @@
 """The Open Inference Protocol (KServe V2) REST API, so Triton/KServe/MLServer clients work unchanged.
 
-Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/. Tensors are the
-model's own input and output, without the friendly API's preprocessing: the digits model takes
-normalised (N, 1, 28, 28) FP32 images, the housing model (N, 13) normalised features; N may be any
-size, also for a bundle exported with a fixed batch (the backend pads and splits). Only FP32 JSON
-tensors are accepted (no binary-data extension). Errors keep this server's one error shape.
+Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/ and Triton's
+binary tensor data extension. Tensors are the graph's own inputs and outputs as the bundle's
+``inference.yml`` declares them (names, datatypes, shapes; several of each), without the friendly
+API's preprocessing: the digits model takes normalised (N, 1, 28, 28) FP32 images, the housing model
+(N, 13) normalised features, a bring-your-own-model bundle whatever it declares. N may be any size,
+also for a bundle exported with a fixed batch (the backend pads and splits).
+
+Each digit model NAME also appears as ``NAME-image``: one BYTES input, the encoded image files (PNG,
+JPEG, ...), run through the bundle's own preprocessing, answering ``probabilities`` and ``label``:
+what a Triton ensemble of preprocessing and model would do.
+
+Tensor data comes as JSON (``data``) or binary (``parameters.binary_data_size`` and the
+``Inference-Header-Content-Length`` header, with any content type or none); outputs are JSON unless
+the request asks for binary (``parameters.binary_data_output`` or an output's ``parameters.binary_data``).
+Errors on these routes have the spec's shape, ``{"error": "<message>"}`` (errors.py).
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
+import struct
 
 import numpy as np
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, jsonify, request
 
+from common.bundle import DTYPES
+
+from . import registry
+from .config import current as settings
 from .errors import ApiError
-from .predict import check_finite_output, finite_float32, json_body, run_model, settings
+from .pipelines import ImageError
+from .predict import check_finite_output, finite_float32, json_body, run_model
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_NAME = "paddle-toolkit-serve"
-SERVER_VERSION = "0.1.0"
-# Output tensor names and shapes for bundles whose inference.yml has no Outputs section. The names
-# come from the bundle, not the backend, so they are the same under Paddle and onnxruntime.
-OUTPUTS = {"mnist": ("probabilities", [-1, 10]), "housing": ("price", [-1, 1])}
+SERVER_VERSION = "0.2.0"
+EXTENSIONS = ["binary_tensor_data"]
+HEADER_LENGTH = "Inference-Header-Content-Length"
+IMAGE_SUFFIX = "-image"
+V2_TO_NUMPY = {v2: np.dtype(name) for name, v2 in DTYPES.items()}
+REQUEST_PARAMETERS = {"binary_data_output"}
+INPUT_PARAMETERS = {"binary_data_size"}
+OUTPUT_PARAMETERS = {"binary_data"}
 
 
-def registry():
-    return current_app.extensions["registry"]
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "invalid_tensor", message)
+
+
+# ---- health and metadata ------------------------------------------------------------------
 
 
 @bp.get("")
 def server_metadata():
-    """Server name, version and protocol extensions."""
-    return jsonify(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
+    """Server name, version and the protocol extensions implemented."""
+    return jsonify(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
 
 
 @bp.get("/health/live")
@@ -44,28 +70,31 @@ def live():
 @bp.get("/health/ready")
 def ready():
     """200 once models are loaded and warmed up (at least one serves), else 503."""
-    if not registry().is_ready():
+    if not registry.current().is_ready():
         raise ApiError(503, "not_ready", "models are still loading and warming up", {"Retry-After": "1"})
     return jsonify(ready=True)
 
 
-def output_spec(mv) -> tuple[str, list]:
-    """Name and shape of the model's output tensor."""
-    declared = mv.bundle.info.get("Outputs") or []
-    if declared and isinstance(declared[0], dict) and "name" in declared[0]:
-        return declared[0]["name"], list(declared[0].get("shape", [-1]))
-    return OUTPUTS.get(mv.task, ("output", [-1]))
+def lookup(name: str, version: str | None, need_ready: bool):
+    """(model version, is it the NAME-image entry) for a V2 model name; 404 / 503 as the registry says."""
+    reg = registry.current()
+    if name.endswith(IMAGE_SUFFIX) and name not in reg.models:
+        base = reg.find(name[:-len(IMAGE_SUFFIX)], version)
+        if base.kind == "digit":
+            return (reg.ready(base.name, version) if need_ready else base), True
+        raise ApiError(404, "model_not_found", f"no model named {name!r}")
+    return (reg.ready(name, version) if need_ready else reg.find(name, version)), False
 
 
-def _metadata(mv) -> dict:
-    if mv.bundle is None:  # its YAML could not even be read
-        raise ApiError(503, "model_unavailable", f"model {mv.name!r} version {mv.version} was refused: {mv.reason}")
-    spec = mv.bundle.input
-    out_name, out_shape = output_spec(mv)
-    versions = sorted(registry().models[mv.name].versions, key=int)
-    return {"name": mv.name, "versions": versions, "platform": mv.platform or settings()["BACKEND"],
-            "inputs": [{"name": spec["name"], "datatype": "FP32", "shape": any_batch(spec["shape"])}],
-            "outputs": [{"name": out_name, "datatype": "FP32", "shape": any_batch(out_shape)}]}
+def signature(mv, image: bool) -> tuple[list[dict], list[dict]]:
+    """The V2 inputs and outputs of a model entry: ``{name, datatype, shape}`` with -1 for any batch."""
+    def v2(t):
+        return {"name": t["name"], "datatype": DTYPES[t["dtype"]], "shape": [-1, *t["shape"][1:]]}
+    outputs = [v2(t) for t in mv.bundle.outputs]
+    if image:
+        return [{"name": "image", "datatype": "BYTES", "shape": [-1]}], \
+            outputs[:1] + [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
+    return [v2(t) for t in mv.bundle.inputs], outputs
 
 
 @bp.get("/models/<name>")
@@ -76,94 +105,248 @@ def model_metadata(name: str, version: str | None = None):
     The batch dimension is always -1, also for a bundle exported with a fixed batch N: the server
     pads smaller batches to N and splits larger ones (its inference.yml keeps the N).
     """
-    return jsonify(_metadata(registry().find(name, version)))
+    mv, image = lookup(name, version, need_ready=False)
+    if mv.bundle is None:  # its YAML could not even be read
+        raise ApiError(503, "model_unavailable", f"model {mv.name!r} version {mv.version} was refused: {mv.reason}")
+    inputs, outputs = signature(mv, image)
+    versions = sorted(registry.current().models[mv.name].versions, key=int)
+    return jsonify(name=name, versions=versions, platform=mv.platform or settings()["BACKEND"],
+                   inputs=inputs, outputs=outputs)
 
 
 @bp.get("/models/<name>/ready")
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
     """200 with ready=true when the model serves; 503 (with the reason) while loading or if refused."""
-    mv = registry().ready(name, version)
-    return jsonify(name=mv.name, version=mv.version, ready=True)
+    mv, _ = lookup(name, version, need_ready=True)
+    return jsonify(name=name, version=mv.version, ready=True)
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, "invalid_tensor", message)
+# ---- inference: reading the request ------------------------------------------------------------------
 
 
-def any_batch(shape: list) -> list:
-    """``shape`` with its batch (first) dimension -1: every model takes any batch size here, since
-    the backend pads or splits batches for bundles exported with a fixed batch (serve/backends.py)."""
-    return [-1, *list(shape)[1:]] if shape else list(shape)
+def request_parts() -> tuple[dict, bytes]:
+    """(the JSON header, the binary tail): binary extension when Inference-Header-Content-Length is set."""
+    length = request.headers.get(HEADER_LENGTH)
+    if length is None:
+        if request.mimetype not in ("", "application/json"):
+            raise ApiError(415, "unsupported_media_type", f"expected a JSON body (or the binary tensor extension "
+                           f"with {HEADER_LENGTH}), got Content-Type {request.mimetype!r}")
+        return json_body(allow_missing_type=True), b""
+    data = request.get_data(cache=True)
+    if not length.isdigit() or int(length) > len(data):
+        raise ApiError(400, "invalid_request", f"{HEADER_LENGTH} {length!r} is not a length within the "
+                       f"{len(data)}-byte body")
+    try:
+        header = json.loads(data[:int(length)])
+    except (ValueError, RecursionError):
+        raise ApiError(400, "invalid_json", f"the first {length} bytes of the body are not a JSON object") from None
+    return header, data[int(length):]
 
 
-def _shape(value, expected: list) -> list[int]:
-    """The request's shape, checked against the model's (-1 matches any size; the batch dimension
-    always does, see ``any_batch``)."""
-    expected = any_batch(expected)
+def _check_parameters(params, allowed: set, where: str) -> dict:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise _bad(f"{where} 'parameters' must be an object")
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise _bad(f"{where} parameter {unknown[0]!r} is not supported by this server "
+                   f"(supported: {', '.join(sorted(allowed))})")
+    return params
+
+
+def _shape(value, expected: list, name: str) -> list[int]:
+    """The request's shape, checked against the declared one (-1 matches any size)."""
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
-        raise _bad(f"'shape' must be a list of integers, got {value!r}")
-    if len(value) != len(expected) or any(e not in (-1, None) and d != e for d, e in zip(value, expected)):
-        raise _bad(f"shape {value} does not match the model's input shape {expected} (-1: any size)")
+        raise _bad(f"input {name!r}: 'shape' must be a list of integers, got {value!r}")
+    if len(value) != len(expected) or any(e != -1 and d != e for d, e in zip(value, expected)):
+        raise _bad(f"input {name!r}: shape {value} does not match the model's {expected} (-1: any size)")
     if any(d < 1 for d in value):
-        raise _bad(f"shape {value} has a dimension below 1")
+        raise _bad(f"input {name!r}: shape {value} has a dimension below 1")
     if value[0] > settings()["MAX_IMAGES"]:
-        raise _bad(f"batch of {value[0]}; the limit is {settings()['MAX_IMAGES']}")
+        raise _bad(f"input {name!r}: batch of {value[0]}; the limit is {settings()['MAX_IMAGES']}")
     return value
 
 
-def _tensor(item, spec: dict) -> np.ndarray:
-    """One input tensor of the request as a float32 array of its declared shape."""
-    if not isinstance(item, dict):
-        raise _bad("each entry of 'inputs' must be an object")
-    if item.get("name") != spec["name"]:
-        raise _bad(f"unknown input {item.get('name')!r}; the model's input is {spec['name']!r}")
-    if item.get("datatype") != "FP32":
-        raise _bad(f"datatype {item.get('datatype')!r} is not supported; send FP32")
-    if "binary_data_size" in (item.get("parameters") or {}):
-        raise _bad("the binary tensor data extension is not supported; send 'data' as JSON numbers")
-    shape = _shape(item.get("shape"), list(spec["shape"]))
+def _json_numbers(item: dict, shape: list[int], dtype: np.dtype, name: str) -> np.ndarray:
     try:
         data = np.asarray(item.get("data"))
     except (ValueError, TypeError):  # ragged nesting
-        raise _bad("'data' must be a (flat or nested) list of numbers") from None
-    if data.dtype.kind not in "iuf" or (data.ndim == 0):
-        raise _bad("'data' must be a (flat or nested) list of numbers")
+        raise _bad(f"input {name!r}: 'data' must be a (flat or nested) list of numbers") from None
+    if data.dtype.kind not in "iufb" or data.ndim == 0:
+        raise _bad(f"input {name!r}: 'data' must be a (flat or nested) list of numbers")
     if data.size != math.prod(shape):
-        raise _bad(f"'data' holds {data.size} values; shape {shape} needs {math.prod(shape)}")
-    data = finite_float32(data, "invalid_tensor", "'data'")
-    return data.reshape(shape)
+        raise _bad(f"input {name!r}: 'data' holds {data.size} values; shape {shape} needs {math.prod(shape)}")
+    if dtype.kind == "f":
+        return finite_float32(data, "invalid_tensor", f"input {name!r} 'data'").astype(dtype).reshape(shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = data.astype(dtype)
+    if data.dtype.kind == "f" or not np.array_equal(cast, data):
+        raise _bad(f"input {name!r}: 'data' holds values that are not {dtype.name}")
+    return cast.reshape(shape)
 
 
-def _requested_outputs(body: dict, out_name: str) -> None:
-    """Refuse output names the model does not have (an empty or missing list means all)."""
-    outputs = body.get("outputs") or []
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+def _bytes_elements(raw: bytes, count: int, name: str) -> list[bytes]:
+    """BYTES tensor data in binary form: each element a 4-byte little-endian length, then the bytes."""
+    out, pos = [], 0
+    for _ in range(count):
+        if pos + 4 > len(raw):
+            raise _bad(f"input {name!r}: binary BYTES data ends early")
+        (size,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + size > len(raw):
+            raise _bad(f"input {name!r}: binary BYTES element claims {size} bytes past the end")
+        out.append(raw[pos:pos + size])
+        pos += size
+    if pos != len(raw):
+        raise _bad(f"input {name!r}: binary_data_size holds {len(raw) - pos} bytes beyond its {count} elements")
+    return out
+
+
+def _json_bytes(item: dict, count: int, name: str) -> list[bytes]:
+    """BYTES in JSON: strings; for images, base64 (a data: URL prefix is allowed)."""
+    data = item.get("data")
+    flat = list(np.asarray(data, dtype=object).ravel()) if isinstance(data, list) else None
+    if flat is None or len(flat) != count or not all(isinstance(s, str) for s in flat):
+        raise _bad(f"input {name!r}: BYTES 'data' must list {count} base64 strings")
+    try:
+        return [base64.b64decode(s.split(",", 1)[1] if s.startswith("data:") else s, validate=True) for s in flat]
+    except (binascii.Error, ValueError):
+        raise _bad(f"input {name!r}: BYTES 'data' must be base64 strings when sent as JSON") from None
+
+
+def read_inputs(header: dict, tail: bytes, declared: list[dict]) -> list:
+    """The request's input tensors in the declared order: arrays, or lists of bytes for BYTES inputs."""
+    items = header.get("inputs")
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        raise _bad("'inputs' must be a non-empty list of tensor objects")
+    by_name = {i.get("name"): i for i in items}
+    unknown = [n for n in by_name if n not in {d["name"] for d in declared}]
+    missing = [d["name"] for d in declared if d["name"] not in by_name]
+    if unknown or missing or len(by_name) != len(items):
+        raise _bad(f"the model's inputs are {[d['name'] for d in declared]}; the request "
+                   + (f"has unknown {unknown}" if unknown else f"lacks {missing}" if missing else "repeats one"))
+    offsets, pos = {}, 0  # binary data follows the header in the order the inputs are listed
+    for item in items:
+        size = _check_parameters(item.get("parameters"), INPUT_PARAMETERS, f"input {item.get('name')!r}").get(
+            "binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or pos + size > len(tail):
+                raise _bad(f"input {item['name']!r}: binary_data_size {size!r} does not fit the {len(tail)} bytes sent")
+            offsets[item["name"]], pos = (pos, pos + size), pos + size
+    if pos != len(tail):
+        raise _bad(f"the body carries {len(tail) - pos} bytes that no input's binary_data_size accounts for")
+    tensors, rows = [], None
+    for spec in declared:
+        item, name = by_name[spec["name"]], spec["name"]
+        if item.get("datatype") != spec["datatype"]:
+            raise _bad(f"input {name!r}: datatype {item.get('datatype')!r}; the model takes {spec['datatype']}")
+        shape = _shape(item.get("shape"), spec["shape"], name)
+        count = math.prod(shape)
+        if spec["datatype"] == "BYTES":
+            value = _bytes_elements(tail[slice(*offsets[name])], count, name) if name in offsets \
+                else _json_bytes(item, count, name)
+        elif name in offsets:
+            dtype = V2_TO_NUMPY[spec["datatype"]]
+            raw = tail[slice(*offsets[name])]
+            if len(raw) != count * dtype.itemsize:
+                raise _bad(f"input {name!r}: {len(raw)} bytes of binary data; shape {shape} of "
+                           f"{spec['datatype']} needs {count * dtype.itemsize}")
+            value = np.frombuffer(raw, dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+            if dtype.kind == "f":
+                value = finite_float32(value, "invalid_tensor", f"input {name!r}").astype(dtype)
+        else:
+            value = _json_numbers(item, shape, V2_TO_NUMPY[spec["datatype"]], name)
+        if rows is not None and shape[0] != rows:
+            raise _bad(f"inputs disagree on the batch size ({rows} and {shape[0]})")
+        rows = shape[0]
+        tensors.append(value)
+    return tensors
+
+
+def requested_outputs(header: dict, declared: list[dict]) -> list[tuple[dict, bool]]:
+    """(output spec, as binary?) for each output to return: those asked for, else all."""
+    params = _check_parameters(header.get("parameters"), REQUEST_PARAMETERS, "request")
+    binary_all = bool(params.get("binary_data_output", False))
+    asked = header.get("outputs")
+    if asked in (None, []):
+        return [(d, binary_all) for d in declared]
+    if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
         raise _bad("'outputs' must be a list of objects with a 'name'")
-    unknown = [o.get("name") for o in outputs if o.get("name") != out_name]
-    if unknown:
-        raise _bad(f"unknown output {unknown[0]!r}; the model's output is {out_name!r}")
+    by_name = {d["name"]: d for d in declared}
+    chosen = []
+    for o in asked:
+        if o.get("name") not in by_name:
+            raise _bad(f"unknown output {o.get('name')!r}; the model's outputs are {list(by_name)}")
+        p = _check_parameters(o.get("parameters"), OUTPUT_PARAMETERS, f"output {o['name']!r}")
+        chosen.append((by_name[o["name"]], bool(p.get("binary_data", binary_all))))
+    return chosen
+
+
+# ---- inference: running and answering ----------------------------------------------------------------
+
+
+def run_images(mv, images: list[bytes]) -> dict:
+    """The NAME-image entry: the bundle's preprocessing on each encoded image, then the model."""
+    batch = []
+    for i, data in enumerate(images):
+        try:
+            batch.append(mv.pipeline.inputs(data, settings()["MAX_PIXELS"]))
+        except ImageError as exc:
+            raise ApiError(400, "invalid_image", f"image {i}: {exc}") from None
+    (probabilities,), _ = run_model(mv, [np.concatenate(batch)])
+    labels = np.array([mv.pipeline.labels[int(i)].encode() for i in probabilities.argmax(-1)], dtype=object)
+    return {mv.bundle.outputs[0]["name"]: probabilities, "label": labels}
+
+
+def encode_output(spec: dict, value: np.ndarray, binary: bool) -> tuple[dict, bytes]:
+    """One output tensor as (its JSON entry, its binary bytes or b"")."""
+    entry = {"name": spec["name"], "datatype": spec["datatype"], "shape": list(value.shape)}
+    if spec["datatype"] == "BYTES":
+        if binary:
+            raw = b"".join(struct.pack("<I", len(v)) + v for v in value.ravel())
+            return {**entry, "parameters": {"binary_data_size": len(raw)}}, raw
+        return {**entry, "data": [v.decode("utf-8", "replace") for v in value.ravel()]}, b""
+    value = np.ascontiguousarray(value, dtype=V2_TO_NUMPY[spec["datatype"]])
+    if binary:
+        raw = value.astype(value.dtype.newbyteorder("<")).tobytes()
+        return {**entry, "parameters": {"binary_data_size": len(raw)}}, raw
+    return {**entry, "data": value.ravel().tolist()}, b""
 
 
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
-    """Run the model on the request's input tensor; answer its output tensor."""
-    body = json_body()
-    mv = registry().ready(name, version)
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
-        raise _bad("body must be an object whose 'inputs' lists exactly one tensor")
-    if "id" in body and not isinstance(body["id"], str):
+    """Run the model on the request's input tensors; answer its output tensors (JSON or binary)."""
+    header, tail = request_parts()
+    if not isinstance(header, dict):
+        raise _bad("the request body must be a JSON object with 'inputs'")
+    mv, image = lookup(name, version, need_ready=True)
+    if "id" in header and not isinstance(header["id"], str):
         raise _bad("'id' must be a string")
-    out_name, _ = output_spec(mv)
-    _requested_outputs(body, out_name)
-    batch = _tensor(body["inputs"][0], mv.bundle.input)
-    out, _ = run_model(mv, batch)
-    with np.errstate(over="ignore"):  # a float64 output beyond float32's range: refused just below
-        out = np.asarray(out, np.float32).reshape(len(batch), -1)
-    check_finite_output(mv, out)
-    answer = {"model_name": mv.name, "model_version": mv.version,
-              "outputs": [{"name": out_name, "shape": list(out.shape), "datatype": "FP32", "data": out.ravel().tolist()}]}
-    if "id" in body:
-        answer["id"] = body["id"]
-    return jsonify(answer)
+    declared_inputs, declared_outputs = signature(mv, image)
+    wanted = requested_outputs(header, declared_outputs)
+    inputs = read_inputs(header, tail, declared_inputs)
+    if image:
+        values = run_images(mv, inputs[0])
+    else:
+        outputs, _ = run_model(mv, inputs)
+        values = {spec["name"]: out for spec, out in zip(declared_outputs, outputs)}
+    answer = {"model_name": name, "model_version": mv.version}
+    if "id" in header:
+        answer["id"] = header["id"]
+    entries, blobs = [], []
+    for spec, binary in wanted:
+        value = values[spec["name"]]
+        if value.dtype != object:
+            check_finite_output(mv, value)
+        entry, raw = encode_output(spec, value, binary)
+        entries.append(entry)
+        blobs.append(raw)
+    answer["outputs"] = entries
+    if not any(blobs):
+        return jsonify(answer)
+    head = json.dumps(answer).encode()
+    return Response(head + b"".join(blobs), mimetype="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(head))})

@@ -20,6 +20,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -101,6 +102,9 @@ def models_dir(mnist_bundle, housing_bundle, mnist_checkpoint, tmp_path_factory)
     shutil.copytree(mnist_bundle, root / "mnist" / "2")
     shutil.copytree(housing_bundle, root / "housing")
     export_checkpoint(mnist_checkpoint, root / "mnist_fixed", batch=4)  # sorts after "mnist": not the default
+    # The same graph with other preprocessing parameters, and with a step this server does not implement.
+    edit_preprocess(mnist_bundle, root / "mnist_shifted", lambda ops: ops["Normalize"].update(mean=0.5, std=0.25))
+    edit_preprocess(mnist_bundle, root / "mnist_unknown_op", lambda ops: ops.update(Deskew={"max_degrees": 15}))
     shutil.copytree(housing_bundle, root / "broken")
     params = root / "broken" / "inference.pdiparams"
     data = bytearray(params.read_bytes())
@@ -115,12 +119,31 @@ def models_dir(mnist_bundle, housing_bundle, mnist_checkpoint, tmp_path_factory)
     return root
 
 
+def edit_preprocess(bundle: Path, to: Path, change) -> None:
+    """Copy ``bundle`` to ``to`` with its PreProcess ops changed by ``change(ops by name)``, checksums renewed."""
+    import json
+
+    import yaml
+
+    from common.bundle import sha256_file
+
+    shutil.copytree(bundle, to)
+    info = yaml.safe_load((to / "inference.yml").read_text())
+    ops = {name: args for op in info["PreProcess"]["transform_ops"] for name, args in op.items()}
+    change(ops)
+    info["PreProcess"]["transform_ops"] = [{name: args} for name, args in ops.items()]
+    (to / "inference.yml").write_text(yaml.safe_dump(info, sort_keys=False))
+    manifest = json.loads((to / "manifest.json").read_text())
+    manifest["files"]["inference.yml"] = sha256_file(to / "inference.yml")
+    (to / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.fixture(scope="module")
 def dev(models_dir, tmp_path_factory):
     """The development server, with its readiness observed during an artificial warm-up delay."""
     log = tmp_path_factory.mktemp("dev") / "server.log"
-    server = Server([sys.executable, "-m", "serve", "--models", str(models_dir), "--port", "{port}",
-                     "--pool-size", "2", "--max-body-mb", "1", "--artificial-warmup-delay-s", str(WARMUP_DELAY_S)], log)
+    server = Server([sys.executable, "-m", "tests.serve_with_delay", str(WARMUP_DELAY_S), "--models", str(models_dir),
+                     "--port", "{port}", "--pool-size", "2", "--max-body-mb", "1"], log)
     try:
         server.wait("/v2/health/live", timeout=60)
         server.early = {"ready": server.get("/v2/health/ready"), "model": server.get("/v2/models/mnist/ready"),
@@ -182,8 +205,14 @@ def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
 
 
 def assert_error(r: requests.Response, status: int, code: str | None = None) -> dict:
-    """The one error shape, with the status and the request id of the header."""
+    """The route's error shape with the status: on /v2 the protocol's {"error": "<message>"} (returned as
+    {"message": ...}), elsewhere ours with the code and the request id of the header."""
     assert r.status_code == status, r.text
+    if urlsplit(r.url).path.startswith("/v2"):
+        body = r.json()
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+        assert r.headers["X-Request-ID"]
+        return {"message": body["error"]}
     error = r.json()["error"]
     assert set(error) == {"code", "message", "request_id"} and error["message"]
     assert error["request_id"] == r.headers["X-Request-ID"]
@@ -215,6 +244,30 @@ def test_damaged_bundle_is_refused_and_the_others_serve(dev):
         assert f"REFUSING model {name!r}" in log
         assert fragment in assert_error(dev.get(f"/v2/models/{name}/ready"), 503, "model_unavailable")["message"]
         assert_error(dev.get(f"/v2/models/{name}"), 503, "model_unavailable")
+
+
+def test_server_follows_the_bundles_preprocessing(dev, digits, models_dir):
+    from common.bundle import PredictorRunner, create_predictor
+    from common.digit_image import DigitPreprocessor
+
+    image = png(255 - cv2.resize(digits[0][3], (112, 112)))
+    runner = PredictorRunner(create_predictor(models_dir / "mnist_shifted", mkldnn=False))
+    for name, pre in (("mnist_shifted", DigitPreprocessor(mean=0.5, std=0.25)), ("mnist", DigitPreprocessor())):
+        r = dev.post(f"/predict/digit?model={name}", data=image, headers={"Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        want = runner.run(pre(image))[0][0]
+        np.testing.assert_allclose(r.json()["probabilities"], want, atol=2e-5)
+    shifted = dev.post("/predict/digit?model=mnist_shifted", data=image, headers={"Content-Type": "image/png"})
+    default = dev.post("/predict/digit", data=image, headers={"Content-Type": "image/png"})
+    assert not np.allclose(shifted.json()["probabilities"], default.json()["probabilities"], atol=1e-3)
+    top = default.json()["top"]
+    assert len(top) == 5 and top[0]["label"] == str(default.json()["digit"])  # PostProcess topk: 5
+
+
+def test_unimplemented_preprocessing_is_refused_with_the_reason(dev):
+    message = assert_error(dev.get("/v2/models/mnist_unknown_op/ready"), 503)["message"]
+    assert "not implemented by this server" in message and "Deskew" in message
+    assert "REFUSING model 'mnist_unknown_op'" in dev.log_path.read_text(errors="replace")
 
 
 def test_no_bundles_refuses_to_start(tmp_path, monkeypatch):
@@ -331,8 +384,8 @@ def test_house_list_object_and_batch(dev, housing_bundle):
     bundle = read_bundle(housing_bundle)
     pre = bundle.info["PreProcess"]
     x = ((np.array([HOUSE]) - np.array(pre["mean"])) / np.array(pre["std"])).astype(np.float32)
-    from common.bundle import create_predictor, run_predictor
-    want = float(run_predictor(create_predictor(bundle, mkldnn=False, memory_optim=False), x)[0, 0])
+    from common.bundle import PredictorRunner, create_predictor
+    want = float(PredictorRunner(create_predictor(bundle, mkldnn=False)).run(x)[0][0, 0])
     assert math.isclose(single["price"], want, rel_tol=1e-4)
 
 
