@@ -47,6 +47,8 @@ SELECT_MODEL = [{"name": "model", "in": "query", "required": False, "schema": {"
                  "description": "model name (default: the first model of the task)"},
                 {"name": "version", "in": "query", "required": False, "schema": {"type": "string"},
                  "description": "version number (default: the highest)"}]
+PREVIEW = {"name": "preview", "in": "query", "required": False, "schema": {"type": "string", "enum": ["0", "1"]},
+           "description": "1: each answer also carries 'preview', the 28x28 the model saw, as a PNG data URL"}
 
 
 def _digit_body() -> dict:
@@ -103,7 +105,7 @@ def document() -> dict:
         "paths": {
             "/": {"get": _op("Drawing page (HTML)", _ok("The page", {"type": "string"}, "text/html"))},
             "/predict/digit": {"post": _op("Classify digit image(s)", {**_ok("Digit and probabilities"),
-                                           **_errors(400, 404, 413, 415, 422, 503)}, _digit_body(), SELECT_MODEL)},
+                                           **_errors(400, 404, 413, 415, 422, 503)}, _digit_body(), [*SELECT_MODEL, PREVIEW])},
             "/predict/house": {"post": _op("Price house(s) in $1000s", {**_ok("Price(s)"),
                                            **_errors(400, 404, 413, 415, 422, 503)}, _house_body(_feature_names()),
                                            SELECT_MODEL)},

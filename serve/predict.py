@@ -11,6 +11,7 @@ import binascii
 import math
 import time
 
+import cv2
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
@@ -134,29 +135,41 @@ def digit_images() -> tuple[list[bytes], bool]:
     raise ApiError(400, "invalid_request", 'JSON body must be {"image": "<base64>"} or {"images": ["<base64>", ...]}')
 
 
-def preprocess_all(pipeline, images: list[bytes]) -> np.ndarray:
-    """Decode and preprocess every image into one (N, 1, 28, 28) batch; 400 names the bad one."""
+def preprocess_all(pipeline, images: list[bytes]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Decode and preprocess every image into one (N, 1, 28, 28) batch, with the uint8 28x28 images
+    the model sees; 400 names the bad one."""
     limit = settings()["MAX_IMAGES"]
     if len(images) > limit:
         raise ApiError(400, "too_many_inputs", f"{len(images)} images in one request; the limit is {limit}")
-    arrays = []
+    arrays, seen = [], []
     for i, data in enumerate(images):
         try:
-            arrays.append(pipeline.inputs(data, settings()["MAX_PIXELS"]))
+            gray, x = pipeline.preview_and_inputs(data, settings()["MAX_PIXELS"])
         except ImageError as exc:
             where = f"image {i}: " if len(images) > 1 else ""
             raise ApiError(400, "invalid_image", f"{where}{exc}") from None
-    return np.concatenate(arrays)
+        arrays.append(x)
+        seen.append(gray)
+    return np.concatenate(arrays), seen
+
+
+def preview_png(gray: np.ndarray) -> str:
+    """The 28x28 the model saw, as a ``data:image/png;base64,...`` URL (a few hundred bytes)."""
+    ok, encoded = cv2.imencode(".png", gray)
+    return "data:image/png;base64," + base64.b64encode(encoded.tobytes()).decode()
 
 
 @bp.post("/digit")
 def predict_digit():
-    """Classify one image, or a batch in one predictor call."""
+    """Classify one image, or a batch in one predictor call; ``?preview=1`` adds the 28x28 the model saw."""
     images, is_batch = digit_images()
     mv = registry.current().for_kind("digit", request.args.get("model"), request.args.get("version"))
-    batch = preprocess_all(mv.pipeline, images)
+    batch, seen = preprocess_all(mv.pipeline, images)
     (probabilities,), inference_ms = run_model(mv, [batch])
     answers = [mv.pipeline.answer(p) for p in probabilities]
+    if request.args.get("preview", "").lower() in ("1", "true", "yes"):
+        for answer, gray in zip(answers, seen):
+            answer["preview"] = preview_png(gray)
     head = {"model": mv.name, "version": mv.version}
     body = {**head, "predictions": answers} if is_batch else {**head, **answers[0]}
     return jsonify({**body, "inference_ms": inference_ms, "time_ms": elapsed_ms()})
