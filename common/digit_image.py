@@ -222,6 +222,8 @@ def _remove_specks(ink: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> 
     )
     areas = stats[:, cv2.CC_STAT_AREA]
     keep = areas >= speck_fraction * areas[1:].max()
+    if keep[1:].all():  # the usual case for a drawing: nothing to remove, skip the per-pixel pass
+        return ink
     keep[0] = False  # label 0 is the background
     return np.where(keep[labels], ink, 0).astype(np.uint8)
 

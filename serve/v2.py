@@ -226,7 +226,7 @@ def read_inputs(header: dict, tail: bytes, declared: list[dict]) -> list:
     missing = [d["name"] for d in declared if d["name"] not in by_name]
     if unknown or missing or len(by_name) != len(items):
         raise _bad(f"the model's inputs are {[d['name'] for d in declared]}; the request "
-                   + (f"has unknown {unknown}" if unknown else f"lacks {missing}" if missing else "repeats one"))
+                   + (f"has unknown input(s) {unknown}" if unknown else f"lacks {missing}" if missing else "repeats one"))
     offsets, pos = {}, 0  # binary data follows the header in the order the inputs are listed
     for item in items:
         size = _check_parameters(item.get("parameters"), INPUT_PARAMETERS, f"input {item.get('name')!r}").get(

@@ -289,7 +289,7 @@ def test_no_bundles_refuses_to_start(tmp_path, monkeypatch):
 def test_server_metadata_and_liveness(dev):
     assert dev.get("/v2/health/live").json() == {"live": True}
     meta = dev.get("/v2").json()
-    assert meta["name"] and meta["version"] and meta["extensions"] == []
+    assert meta["name"] and meta["version"] and meta["extensions"] == ["binary_tensor_data"]
 
 
 def test_model_metadata_and_versions(dev):
