@@ -380,3 +380,18 @@ def test_cli_json_with_onnx(housing_checkpoint, data_dir, tmp_path):
     x = housing_test(data_dir, housing_checkpoint)
     assert onnx_vs_predictor(tmp_path / "b", x) <= 1e-4  # $1000s, ~50 at most: relative 2e-6
     assert yaml.safe_load((tmp_path / "b" / "inference.yml").read_text())["Global"]["format"] == "json"
+
+
+def test_export_takes_a_run_folder_and_the_latest_pointer(housing_checkpoint, tmp_path):
+    checkpoints = housing_checkpoint.parent
+    from_folder = export_checkpoint(checkpoints.parent, tmp_path / "from-run-folder")
+    assert read_bundle(from_folder).manifest["source_checkpoint"]["path"] == str(housing_checkpoint.resolve())
+    from_latest = export_checkpoint(checkpoints / "latest", tmp_path / "from-latest")
+    named = checkpoints / (checkpoints / "latest").read_text().strip()
+    assert read_bundle(from_latest).manifest["source_checkpoint"]["path"] == str(named.resolve())
+    with pytest.raises(ExportError, match="is a folder without checkpoints/best.pdckpt"):
+        export_checkpoint(tmp_path, tmp_path / "nothing")
+    bad = tmp_path / "latest"
+    bad.write_text("../../etc/passwd\n")
+    with pytest.raises(ExportError, match="points to '../../etc/passwd', which is not a checkpoint"):
+        export_checkpoint(bad, tmp_path / "nothing")
