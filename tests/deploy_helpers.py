@@ -1,0 +1,87 @@
+"""What the deployment tests share: small real bundles, a server process and its readiness, a drawn digit.
+
+The deployment tests check how the service is started, packaged and rolled out, not how accurate it
+is, so their bundles come from a few training steps (seconds), exported and parity-checked like any
+other bundle.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import requests
+
+HOUSE = {"CRIM": 0.00632, "ZN": 18, "INDUS": 2.31, "CHAS": 0, "NOX": 0.538, "RM": 6.575, "AGE": 65.2,
+         "DIS": 4.09, "RAD": 1, "TAX": 296, "PTRATIO": 15.3, "B": 396.9, "LSTAT": 4.98}
+
+
+def export_small_bundles(models: Path, runs: Path, data_dir: Path) -> Path:
+    """``models/mnist/1`` and ``models/housing/1``: two steps of the course CNN, three housing epochs."""
+    import train
+    from export import export_checkpoint
+
+    digits = train.run(train.TrainConfig("mnist", model="course_cnn", epochs=1, train_subset=256, val_size=0,
+                                         data_dir=str(data_dir), output=str(runs / "mnist"), progress=False))
+    houses = train.run(train.TrainConfig("housing", epochs=3, val_size=0, data_dir=str(data_dir),
+                                         output=str(runs / "housing"), progress=False))
+    export_checkpoint(digits["best_checkpoint"], models / "mnist" / "1", force=True)
+    export_checkpoint(houses["best_checkpoint"], models / "housing" / "1", force=True)
+    return models
+
+
+def free_port() -> int:
+    """A port nobody listens on now (bind to port 0, read it, release it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drawn_digit_png(digit: str = "7") -> bytes:
+    """A digit as a person draws it: thick dark strokes on a white 280x280 canvas, PNG-encoded."""
+    canvas = np.full((280, 280), 255, np.uint8)
+    cv2.putText(canvas, digit, (70, 230), cv2.FONT_HERSHEY_SIMPLEX, 8, 0, 24, cv2.LINE_AA)
+    return cv2.imencode(".png", canvas)[1].tobytes()
+
+
+class Process:
+    """A server process started by a test, its log, and how to stop it (only it, by its own id)."""
+
+    def __init__(self, argv: list[str], *, cwd: Path, env: dict, log: Path, url: str):
+        self.url, self.log_path = url, log
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # its own group: gunicorn's workers go with it
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def wait_ready(self, timeout: float = 180) -> float:
+        """Seconds until ``/v2/health/ready`` answers 200; fails with the log if the process dies first."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    return time.monotonic() - start
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"not ready after {timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = 40) -> int | None:
+        """SIGTERM, as ``docker stop`` and Kubernetes send it; the exit status, or None if it had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+                return None
+        return self.proc.returncode
