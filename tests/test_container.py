@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from .conftest import ROOT
 from .deploy_helpers import HOUSE, Process, drawn_digit_png, export_small_bundles, free_port
@@ -99,6 +100,11 @@ def process_tree(pid: int) -> list[int]:
     """``pid`` and its children (gunicorn's master and workers)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [pid, *map(int, children)]
+
+
+def rss_bytes(pid: int) -> int:
+    line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
 
 
 def mapped_system_libraries(pid: int) -> set[str]:
@@ -252,6 +258,7 @@ def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
 
         pids = process_tree(server.proc.pid)
         assert len(pids) == 1 + int(image.env["SERVE_WORKERS"]), "one master and SERVE_WORKERS workers"
+        check_memory_fits_the_deployment(sum(map(rss_bytes, pids)))
         check_system_libraries_are_installed(image, master=pids[0], worker=pids[1])
     finally:
         status = server.stop()
@@ -259,6 +266,15 @@ def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
     # Read-only root filesystem, read-only bundle mount: every write went to /tmp (HOME included).
     assert snapshot(root / "app") == before_app, "the server wrote into /app"
     assert snapshot(models) == before_models, "the server wrote into the bundles"
+
+
+def check_memory_fits_the_deployment(rss: int) -> None:
+    """The measured memory of the whole container stays under 75% of what the Deployment requests."""
+    deployment = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    requested = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"]
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", requested).groups()
+    limit = int(number) * {"Mi": 2**20, "Gi": 2**30}[unit]
+    assert rss < 0.75 * limit, f"master + workers use {rss / 2**20:.0f} MiB; the Deployment requests {requested}"
 
 
 def check_system_libraries_are_installed(image, master: int, worker: int) -> None:
