@@ -7,15 +7,20 @@ other bundle.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import requests
+
+from .conftest import ROOT
 
 HOUSE = {"CRIM": 0.00632, "ZN": 18, "INDUS": 2.31, "CHAS": 0, "NOX": 0.538, "RM": 6.575, "AGE": 65.2,
          "DIS": 4.09, "RAD": 1, "TAX": 296, "PTRATIO": 15.3, "B": 396.9, "LSTAT": 4.98}
@@ -85,3 +90,56 @@ class Process:
                 self.proc.wait(10)
                 return None
         return self.proc.returncode
+
+
+# --- the image's command, run as a plain process --------------------------------------------------
+
+
+class ImageRun:
+    """An image's CMD prepared to run here: its /app laid out, its ENV with the image's paths mapped.
+
+    Mapped, and nothing else: /opt/venv -> this interpreter's environment, /app -> ``root/app``
+    (what the COPY lines put there), /models -> ``models`` (a mounted folder), /tmp -> ``root/tmp``
+    (also TMPDIR: where Python's temporary files go in the image), the image's port 8000 -> a
+    free port on 127.0.0.1 (what ``docker run -p`` does). ``env`` holds the image's ENV only,
+    plus ``overrides`` (``docker run -e``); nothing is inherited from the test's environment.
+    """
+
+    def __init__(self, image, root: Path, models: Path, overrides: dict[str, str] | None = None):
+        from .dockerfile import build_context, ignore_rules
+
+        self.image, self.root, self.port = image, root, free_port()
+        (root / "tmp").mkdir(parents=True)
+        lay_out_app(image, root / "app", build_context(ROOT, ignore_rules(ROOT / ".dockerignore")))
+        places = {"/opt/venv": str(Path(sys.prefix)), "/app": str(root / "app"), "/models": str(models),
+                  "/tmp": str(root / "tmp")}
+        pattern = re.compile(r"(?<![\w/])(" + "|".join(map(re.escape, places)) + r")(?=/|:|$)")
+        port = f"127.0.0.1:{self.port}"
+        # one pass: a path already mapped is never mapped again
+        self.to_here = lambda text: pattern.sub(lambda m: places[m.group(1)], text.replace("0.0.0.0:8000", port))
+        self.env = {key: self.to_here(value) for key, value in {**image.env, **(overrides or {})}.items()}
+        self.env["TMPDIR"] = str(root / "tmp")
+        self.cwd = Path(self.to_here(image.workdir))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, log: Path) -> Process:
+        argv = [self.to_here(word) for word in self.image.cmd]
+        return Process(argv, cwd=self.cwd, env=self.env, log=log, url=self.url)
+
+
+def lay_out_app(image, app: Path, context: list[str]) -> None:
+    """Copy into ``app`` what the image's COPY lines put under its WORKDIR, from the build context's files."""
+    for sources, destination in image.copies:
+        if not destination.startswith(image.workdir + "/"):
+            continue  # e.g. the requirements file copied to /tmp for pip, deleted in the same layer
+        there = Path(destination.replace(image.workdir, str(app), 1))
+        for source in sources:
+            chosen = [f for f in context if f == source or f.startswith(source.rstrip("/") + "/")]
+            assert chosen, f"COPY {source}: nothing in the build context (.dockerignore leaves it out?)"
+            for relative in chosen:
+                if relative == source:  # a file: to the destination, or into it when that is a folder
+                    target = there / Path(source).name if destination.endswith("/") else there
+                else:  # a folder's contents, below the destination
+                    target = there / relative[len(source.rstrip("/")) + 1:]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / relative, target)

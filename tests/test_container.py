@@ -1,16 +1,11 @@
 """The service's container image, tested without a container engine (none runs on these machines).
 
 The Dockerfile is read, not built (tests/dockerfile.py): its final stage's ENV, WORKDIR, USER,
-COPY lines, HEALTHCHECK and CMD. The test lays out the image's /app from the COPY lines and
-.dockerignore, then starts the CMD word for word as a plain process whose environment is the
-image's ENV and nothing else, until /v2/health/ready says 200. What a process outside a container
-cannot share with the image is mapped, and only that:
-
-    /opt/venv  -> this interpreter's environment (same packages: requirements-serve.txt is checked below)
-    /app       -> a folder holding exactly what the COPY lines put there
-    /models    -> a folder of freshly exported bundles (what ``docker run -v bundles:/models`` mounts)
-    /tmp       -> an empty folder (TMPDIR too, since /tmp is where Python's temporary files go)
-    port 8000  -> a free port on 127.0.0.1 (what ``docker run -p`` maps)
+COPY lines, HEALTHCHECK and CMD. The image's /app is laid out from the COPY lines and
+.dockerignore, and the CMD starts word for word as a plain process whose environment is the
+image's ENV and nothing else, until /v2/health/ready says 200. Only what a process outside a
+container cannot share with the image is mapped (tests/deploy_helpers.py, ``ImageRun``): the
+image's /opt/venv, /app, /models and /tmp to folders here, its port to a free one.
 
 hadolint lints the Dockerfile; the runtime requirements are checked against what the server imports.
 """
@@ -30,8 +25,8 @@ import requests
 import yaml
 
 from .conftest import ROOT
-from .deploy_helpers import HOUSE, Process, drawn_digit_png, export_small_bundles, free_port
-from .dockerfile import build_context, ignore_rules, read_image
+from .deploy_helpers import HOUSE, ImageRun, drawn_digit_png, export_small_bundles
+from .dockerfile import read_image
 
 DOCKERFILE = ROOT / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent
@@ -57,39 +52,6 @@ def pins(path: Path) -> dict[str, str]:
 def models(data_dir, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("container")
     return export_small_bundles(base / "models", base / "runs", data_dir)
-
-
-def lay_out_app(image, app: Path) -> None:
-    """Copy into ``app`` what the image's COPY lines put under its WORKDIR, from the filtered build context."""
-    context = build_context(ROOT, ignore_rules(ROOT / ".dockerignore"))
-    for sources, destination in image.copies:
-        if not destination.startswith(image.workdir + "/"):
-            continue  # e.g. the requirements file copied to /tmp for pip, gone from the final image
-        for source in sources:
-            chosen = [f for f in context if f == source or f.startswith(source.rstrip("/") + "/")]
-            assert chosen, f"COPY {source}: nothing in the build context (.dockerignore leaves it out?)"
-            there = Path(destination.replace(image.workdir, str(app), 1))
-            for relative in chosen:
-                if relative == source:  # a file: to the destination, or into it when that is a folder
-                    target = there / Path(source).name if destination.endswith("/") else there
-                else:  # a folder's contents, below the destination
-                    target = there / relative[len(source.rstrip("/")) + 1:]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ROOT / relative, target)
-
-
-def mapper(root: Path, models: Path, port: int):
-    """The function that rewrites the image's paths and port into this machine's."""
-    places = {"/opt/venv": str(Path(sys.prefix)), "/app": str(root / "app"), "/models": str(models),
-              "/tmp": str(root / "tmp")}
-
-    pattern = re.compile(r"(?<![\w/])(" + "|".join(map(re.escape, places)) + r")(?=/|:|$)")
-
-    def to_here(text: str) -> str:
-        text = text.replace("0.0.0.0:8000", f"127.0.0.1:{port}")
-        return pattern.sub(lambda m: places[m.group(1)], text)  # one pass: a result is never mapped again
-
-    return to_here
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -230,21 +192,15 @@ def dependency_closure(names: set[str]) -> set[str]:
 def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
     """The CMD, in the image's environment and file layout, serves; the HEALTHCHECK agrees; nothing writes outside /tmp."""
     image, _, _ = read_image(DOCKERFILE)
-    root, port = tmp_path / "image", free_port()
-    (root / "tmp").mkdir(parents=True)
-    lay_out_app(image, root / "app")
-    to_here = mapper(root, models, port)
-    env = {key: to_here(value) for key, value in image.env.items()}
-    env["TMPDIR"] = str(root / "tmp")
-    argv, cwd = [to_here(word) for word in image.cmd], to_here(image.workdir)
-    health = [to_here(word) for word in image.healthcheck["cmd"]]
-    before_app, before_models = snapshot(root / "app"), snapshot(models)
+    container = ImageRun(image, tmp_path / "image", models)
+    before_app, before_models = snapshot(container.root / "app"), snapshot(models)
 
     def healthcheck() -> int:
-        return subprocess.run(health, cwd=cwd, env=env, capture_output=True, timeout=30).returncode
+        health = [container.to_here(word) for word in image.healthcheck["cmd"]]
+        return subprocess.run(health, cwd=container.cwd, env=container.env, capture_output=True, timeout=30).returncode
 
     assert healthcheck() == 1  # nothing listening yet
-    server = Process(argv, cwd=Path(cwd), env=env, log=tmp_path / "gunicorn.log", url=f"http://127.0.0.1:{port}")
+    server = container.start(tmp_path / "gunicorn.log")
     try:
         server.wait_ready(timeout=180)
         assert healthcheck() == 0
@@ -264,7 +220,7 @@ def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
         status = server.stop()
     assert status == 0, f"gunicorn did not stop cleanly on SIGTERM ({status}):\n{server.log()}"
     # Read-only root filesystem, read-only bundle mount: every write went to /tmp (HOME included).
-    assert snapshot(root / "app") == before_app, "the server wrote into /app"
+    assert snapshot(container.root / "app") == before_app, "the server wrote into /app"
     assert snapshot(models) == before_models, "the server wrote into the bundles"
 
 
