@@ -1,4 +1,4 @@
-"""What the deployment tests share: small real bundles, a server process and its readiness, a drawn digit.
+"""What the deployment tests share: small real bundles, server processes, the image's command, the manifests.
 
 The deployment tests check how the service is started, packaged and rolled out, not how accurate it
 is, so their bundles come from a few training steps (seconds), exported and parity-checked like any
@@ -6,6 +6,7 @@ other bundle.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,11 +18,19 @@ import time
 from pathlib import Path
 
 import cv2
+import jsonschema
+import kubernetes_validate
 import numpy as np
 import requests
+import yaml
+from referencing import Registry, Resource
 
 from .conftest import ROOT
 
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+INFERENCE_SERVICE = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
+KSERVE_SCHEMA = ROOT / "tests" / "schemas" / "kserve-inferenceservice-v1beta1.json"
+GUNICORN_SETTINGS = {"BIND": str, "WORKERS": int, "GUNICORN_THREADS": int}  # SERVE_* read by serve/gunicorn_conf.py
 HOUSE = {"CRIM": 0.00632, "ZN": 18, "INDUS": 2.31, "CHAS": 0, "NOX": 0.538, "RM": 6.575, "AGE": 65.2,
          "DIS": 4.09, "RAD": 1, "TAX": 296, "PTRATIO": 15.3, "B": 396.9, "LSTAT": 4.98}
 
@@ -65,17 +74,24 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
-    def wait_ready(self, timeout: float = 180) -> float:
-        """Seconds until ``/v2/health/ready`` answers 200; fails with the log if the process dies first."""
+    def wait_ready(self, timeout: float = 180, workers: int = 1) -> float:
+        """Seconds until ``/v2/health/ready`` answers 200 and ``workers`` processes have loaded their models.
+
+        Under gunicorn every worker loads the models itself, and /v2/health/ready answers for the
+        worker that happens to take the request: one ready answer does not mean that the others
+        are, so their "model versions ready" log lines are counted too. Fails with the log if
+        the process dies first.
+        """
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return time.monotonic() - start
+                ready = requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
             except requests.ConnectionError:
-                pass
+                ready = False
+            if ready and self.log_path.read_text(errors="replace").count("model versions ready") >= workers:
+                return time.monotonic() - start
             time.sleep(0.5)
         raise AssertionError(f"not ready after {timeout} s:\n{self.log()}")
 
@@ -143,3 +159,48 @@ def lay_out_app(image, app: Path, context: list[str]) -> None:
                     target = there / relative[len(source.rstrip("/")) + 1:]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / relative, target)
+
+
+# --- the manifests, and what the image installs ---------------------------------------------------
+
+
+def manifests() -> dict[str, dict]:
+    """Every object under deploy/kubernetes/, by kind."""
+    objects = [doc for path in sorted(KUBERNETES.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    kinds = [o["kind"] for o in objects]
+    assert len(kinds) == len(set(kinds)), f"one object of each kind expected: {kinds}"
+    return {o["kind"]: o for o in objects}
+
+
+def inference_service() -> dict:
+    return yaml.safe_load(INFERENCE_SERVICE.read_text())
+
+
+def kserve_validator() -> jsonschema.Draft202012Validator:
+    """The InferenceService schema, its Kubernetes references resolved from kubernetes-validate's strict definitions."""
+    version = kubernetes_validate.utils.latest_version()
+    definitions = kubernetes_validate.utils.schema_contents(
+        f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", version)
+    schema = json.loads(KSERVE_SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    registry = Registry().with_resource(definitions["$id"], Resource.from_contents(definitions))
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def dependency_closure(names: set[str]) -> set[str]:
+    """``names`` and everything they require (as installed here, environment markers applied)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    seen, todo = set(), list(names)
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        for text in md.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return seen

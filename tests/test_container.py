@@ -25,7 +25,7 @@ import requests
 import yaml
 
 from .conftest import ROOT
-from .deploy_helpers import HOUSE, ImageRun, drawn_digit_png, export_small_bundles
+from .deploy_helpers import HOUSE, ImageRun, dependency_closure, drawn_digit_png, export_small_bundles
 from .dockerfile import read_image
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -170,25 +170,6 @@ print(json.dumps(sorted({{d for m in list(sys.modules) for d in owners.get(m.spl
     assert imported <= provided, sorted(imported - provided)
 
 
-def dependency_closure(names: set[str]) -> set[str]:
-    """``names`` and everything they require (as installed here, environment markers applied)."""
-    import importlib.metadata as md
-
-    from packaging.requirements import Requirement
-
-    seen, todo = set(), list(names)
-    while todo:
-        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
-        if name in seen:
-            continue
-        seen.add(name)
-        for text in md.requires(name) or []:
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(requirement.name)
-    return seen
-
-
 def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
     """The CMD, in the image's environment and file layout, serves; the HEALTHCHECK agrees; nothing writes outside /tmp."""
     image, _, _ = read_image(DOCKERFILE)
@@ -202,7 +183,7 @@ def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
     assert healthcheck() == 1  # nothing listening yet
     server = container.start(tmp_path / "gunicorn.log")
     try:
-        server.wait_ready(timeout=180)
+        server.wait_ready(timeout=180, workers=int(image.env["SERVE_WORKERS"]))
         assert healthcheck() == 0
         digit = requests.post(f"{server.url}/predict/digit", data=drawn_digit_png(),
                               headers={"Content-Type": "image/png"}, timeout=30)
