@@ -171,7 +171,10 @@ print(json.dumps(sorted({{d for m in list(sys.modules) for d in owners.get(m.spl
 
 
 def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
-    """The CMD, in the image's environment and file layout, serves; the HEALTHCHECK agrees; nothing writes outside /tmp."""
+    """The CMD, in the image's environment and file layout, serves; the HEALTHCHECK agrees.
+
+    Nothing is written outside /tmp, and SIGTERM stops it cleanly.
+    """
     image, _, _ = read_image(DOCKERFILE)
     container = ImageRun(image, tmp_path / "image", models)
     before_app, before_models = snapshot(container.root / "app"), snapshot(models)

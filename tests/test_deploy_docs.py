@@ -240,9 +240,13 @@ def test_kubectl_lines_name_what_the_manifests_define():
 
 
 def test_kubectl_patches_apply_and_validate():
-    """The rollout patch points the pods at the published release; the canary patches make a valid canary, promotion, rollback."""
+    """The rollout patch points the pods at the published release.
+
+    The KServe patches make a valid canary, and from it a valid promotion and a valid rollback.
+    """
     objects, isvc, validator = manifests(), inference_service(), kserve_validator()
-    patches = [(shlex.split(c)[2], shlex.split(c)[3], json.loads(shlex.split(c)[-1])) for c, _ in of_kind("kubectl patch")]
+    lines = [shlex.split(command) for command, _ in of_kind("kubectl patch")]
+    patches = [(words[2], words[3], json.loads(words[-1])) for words in lines]
     (deployment_patch,) = [p for resource, name, p in patches if resource == "deployment"]
     rolled = apply_json_patch(objects["Deployment"], deployment_patch)
     kubernetes_validate.validate(rolled, kubernetes_validate.utils.latest_version(), strict=True)
@@ -267,7 +271,10 @@ def test_kubectl_patches_apply_and_validate():
 
 
 def test_publishing_a_release_serves_both_versions(small, tmp_path):
-    """The export and copy lines, run on temporary folders: release 2 serves versions 1 and 2, release 1 is untouched."""
+    """The export and copy lines, run on temporary folders.
+
+    Release 2 serves versions 1 and 2 of the digits model; release 1 is untouched.
+    """
     volume, work = tmp_path / "volume", tmp_path / "work"
     shutil.copytree(small / "models", volume / "releases" / "1")
     work.mkdir()
@@ -285,8 +292,8 @@ def test_publishing_a_release_serves_both_versions(small, tmp_path):
     release = volume / published_release()
     assert sorted(p.name for p in (volume / "releases").iterdir()) == ["1", release.name], "no partial release left"
     assert {p: p.stat().st_mtime_ns for p in (volume / "releases" / "1").rglob("*")} == before
-    shared = release / "housing" / "1" / "inference.pdiparams"
-    assert shared.stat().st_ino == (volume / "releases" / "1" / "housing" / "1" / "inference.pdiparams").stat().st_ino, \
+    weights = Path("housing") / "1" / "inference.pdiparams"
+    assert (release / weights).stat().st_ino == (volume / "releases" / "1" / weights).stat().st_ino, \
         "the previous release's bundles are hard-linked, not copied"
 
     port = free_port()

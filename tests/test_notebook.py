@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from .conftest import ROOT
@@ -64,7 +63,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, data_dir, monkeypatch):
     notebook, port = read_notebook(), free_port()
     overrides = {**BUDGET, "DATA_DIR": str(data_dir), "WORK": str(tmp_path / "work"), "PORT": port}
     injected = "\n".join(f"{name} = {value!r}" for name, value in overrides.items())
-    injected += f"\nimport sys\nassert sys.executable == {sys.executable!r}, sys.executable  # the project's interpreter"
+    injected += f"\nimport sys\nassert sys.executable == {sys.executable!r}, sys.executable  # the project's Python"
     notebook.cells.insert(parameters_cell(notebook) + 1, nbformat.v4.new_code_cell(injected))
 
     monkeypatch.setenv("JUPYTER_PATH", str(project_kernel(tmp_path / "jupyter")))
