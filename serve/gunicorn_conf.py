@@ -41,6 +41,21 @@ def on_starting(server):
             stale.unlink(missing_ok=True)
 
 
+def post_worker_init(worker):
+    """Take requests only once this worker's models are loaded, with gunicorn's own signal handlers.
+
+    Each worker loads its models in a background thread and readiness answers per worker: without
+    this wait a probe could see one worker ready while another (or one gunicorn just restarted)
+    still answers 503. While waiting, the worker keeps telling the arbiter it is alive. Paddle puts
+    its own SIGTERM handler in place when it loads; gunicorn's, put back here, lets a worker finish
+    its in-flight requests on shutdown.
+    """
+    registry = worker.wsgi.extensions["registry"]
+    while not registry.done.wait(1.0):
+        worker.notify()
+    worker.init_signals()
+
+
 def post_fork(server, worker):
     """One predictor per gunicorn thread, unless SERVE_POOL_SIZE says otherwise."""
     os.environ.setdefault("SERVE_POOL_SIZE", str(server.cfg.threads))

@@ -244,6 +244,14 @@ def run(config: TrainConfig) -> dict:
 
     Raises ``TrainError`` subclasses for problems the user can fix (data, flags, checkpoints).
     """
+    # Paddle names parameters and optimizer accumulators from a per-process counter; a fresh one per
+    # run gives every run the same names, so a run resumed in the same process (a notebook) loads its
+    # optimizer state. The accumulators are named at the first step, so the guard spans the whole run.
+    with paddle.utils.unique_name.guard():
+        return _run(config)
+
+
+def _run(config: TrainConfig) -> dict:
     out = Path(config.output or resolve(config).output)
     saved = find_checkpoint(config, out)
     if saved and config.output is None and config.resume != "auto":
@@ -259,11 +267,10 @@ def run(config: TrainConfig) -> dict:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         paddle.seed(cfg.seed)
-    with paddle.utils.unique_name.guard():  # same parameter names in every run of this process
-        net = build_model(cfg.task, cfg.model, cfg.dropout)
-        loader = train_loader(splits.train, cfg.batch_size, cfg.seed, cfg.num_workers)
-        schedule = build_schedule(cfg, loader.batch_sampler.batches_per_epoch())
-        optimizer = build_optimizer(cfg, net.parameters(), schedule)
+    net = build_model(cfg.task, cfg.model, cfg.dropout)
+    loader = train_loader(splits.train, cfg.batch_size, cfg.seed, cfg.num_workers)
+    schedule = build_schedule(cfg, loader.batch_sampler.batches_per_epoch())
+    optimizer = build_optimizer(cfg, net.parameters(), schedule)
     scaler = paddle.amp.GradScaler() if cfg.amp else None
     model = paddle.DataParallel(net) if dist.get_world_size() > 1 else net
 
