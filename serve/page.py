@@ -1,4 +1,4 @@
-"""``GET /``: the drawing page (one self-contained HTML file, inline CSS and JS, no CDN)."""
+"""``GET /``: the page for people (one self-contained HTML file, inline CSS and JS, no CDN)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,5 +12,5 @@ PAGE = Path(__file__).with_name("templates") / "index.html"
 
 @bp.get("/")
 def index():
-    """The page where a person draws a digit and sees the prediction live."""
+    """Draw or photograph a digit and see what the model saw; price a house."""
     return Response(PAGE.read_bytes(), content_type="text/html; charset=utf-8")
