@@ -103,7 +103,7 @@ def document() -> dict:
                                 "REST API, metrics and a drawing page. Errors: {error: {code, message, request_id}}; "
                                 "on /v2 routes the protocol's {error: message}."},
         "paths": {
-            "/": {"get": _op("Drawing page (HTML)", _ok("The page", {"type": "string"}, "text/html"))},
+            "/": {"get": _op("The page: draw or upload a digit, price a house (HTML)", _ok("The page", {"type": "string"}, "text/html"))},
             "/predict/digit": {"post": _op("Classify digit image(s)", {**_ok("Digit and probabilities"),
                                            **_errors(400, 404, 413, 415, 422, 503)}, _digit_body(), [*SELECT_MODEL, PREVIEW])},
             "/predict/house": {"post": _op("Price house(s) in $1000s", {**_ok("Price(s)"),
