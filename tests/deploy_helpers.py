@@ -88,7 +88,7 @@ class Process:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 ready = requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # no worker accepts until its models load
                 ready = False
             if ready and self.log_path.read_text(errors="replace").count("model versions ready") >= workers:
                 return time.monotonic() - start

@@ -74,7 +74,7 @@ class Server:
             try:
                 if self.get(path).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # gunicorn: no worker accepts until loaded
                 pass
             time.sleep(0.1)
         raise AssertionError(f"{path} not 200 after {timeout} s:\n{self.log()}")
