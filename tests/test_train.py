@@ -27,7 +27,7 @@ def test_closed_form_matches_course_figure(data_dir):
 
 def test_housing_reaches_least_squares_optimum(data_dir, tmp_path):
     result = train.run(train.TrainConfig("housing", data_dir=str(data_dir), output=str(tmp_path), progress=False))
-    optimum = closed_form_test_mse(data_dir, 40)
+    optimum = closed_form_test_mse(data_dir, 0)  # the default refits on all 404 training rows
     final = result["final"]
     assert abs(final["test_mse"] - optimum) / optimum < 0.10, (final["test_mse"], optimum)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -36,6 +36,18 @@ def test_housing_reaches_least_squares_optimum(data_dir, tmp_path):
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["optimizer"] == "sgd" and saved["epochs"] == 100 and saved["model"] == "linear"
+    assert saved["val_size"] == 0 and result["best"]["epoch"] == 100  # no selection: the last epoch
+
+
+def test_per_model_defaults_and_generated_help():
+    from train.config import build_parser, resolve
+
+    assert resolve(train.TrainConfig("housing", model="mlp")).weight_decay == 0.1
+    assert resolve(train.TrainConfig("housing")).weight_decay == 0.0
+    assert resolve(train.TrainConfig("housing", model="mlp", weight_decay=0.0)).weight_decay == 0.0
+    text = " ".join(build_parser().format_help().split())
+    assert "cosine (to 0 at the end) (default: mnist cosine, housing cosine)" in text
+    assert "(default: 0.0; housing mlp: 0.1)" in text
 
 
 def test_mnist_short_run_learns(data_dir, tmp_path):
@@ -89,7 +101,7 @@ def test_missing_data_names_file_and_folder(tmp_path):
 def test_early_stopping_uses_validation(data_dir, tmp_path):
     # A huge learning rate cannot improve for long: patience 2 stops well before 50 epochs.
     result = train.run(train.TrainConfig("housing", data_dir=str(data_dir), output=str(tmp_path), epochs=50,
-                                         lr=0.5, lr_schedule="constant", early_stop=2, progress=False))
+                                         lr=0.5, lr_schedule="constant", early_stop=2, val_size=40, progress=False))
     assert result["final"]["epoch"] < 50
     assert result["best"]["epoch"] == result["final"]["epoch"] - 2
 
