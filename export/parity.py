@@ -4,7 +4,8 @@ The same inputs (real test samples for a task, generated or given ones for a lay
 dygraph layer and a real ``paddle.inference`` predictor loaded from the files on disk, at batch 1
 and at batch 64 (or the fixed batch), with oneDNN on and off (its fused kernels are the likeliest
 source of a difference). Every output is compared under the plan's ``Tolerance`` (for tasks, from
-``common.tasks``). With ``--onnx`` the ONNX file is checked the same way against the predictor.
+``common.tasks``). The ONNX file (written unless ``--no-onnx``) is checked the same way against the
+predictor, with onnxruntime and with OpenVINO: the two runtimes a server may pick for it.
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from common.bundle import PREFIX, BundleError, PredictorRunner, create_predictor, graph_file, read_bundle
+from common.bundle import PREFIX, BundleError, PredictorRunner, create_predictor, graph_file, openvino_model, \
+    openvino_run, read_bundle
 
 from . import ExportError
 
 BIG_BATCH = 64
-ONNX_MISSING = "--onnx needs paddle2onnx and onnxruntime (pip install paddle2onnx onnxruntime); {reason}"
+ONNX_MISSING = "ONNX export needs paddle2onnx and onnxruntime (pip install -r requirements.txt): {reason}"
 
 
 def as_list(out) -> list:
@@ -99,7 +101,7 @@ def require(parity: dict, what: str = "the exported graph") -> None:
                           f"{extra} over {parity['samples']} samples (tolerance: {parity['tolerance']})")
 
 
-# ---- ONNX (optional step 7, checked like the Paddle graph) ---------------------------------------
+# ---- ONNX (step 7, skipped with a note when paddle2onnx cannot convert; checked like the Paddle graph) -----
 
 
 def onnx_missing() -> str | None:
@@ -112,20 +114,26 @@ def onnx_missing() -> str | None:
     return None
 
 
-def to_onnx(folder: Path) -> Path:
-    """Write ``inference.onnx`` next to the Paddle graph in ``folder`` (paddle2onnx reads .json and .pdmodel)."""
+def to_onnx(folder: Path) -> str | None:
+    """Write ``inference.onnx`` next to the Paddle graph in ``folder`` (paddle2onnx reads .json and .pdmodel).
+
+    Returns None when written, else why not: then the bundle is Paddle-only, which every server can
+    still serve. (A file that converts but computes something else is another matter: parity fails.)
+    """
+    if reason := onnx_missing():
+        return reason
     import paddle2onnx
 
     graph = graph_file(folder)
     target = folder / f"{PREFIX}.onnx"
     try:
         paddle2onnx.export(str(graph), str(folder / f"{PREFIX}.pdiparams"), save_file=str(target))
-    except Exception as exc:  # paddle2onnx raises bare Exceptions for unsupported operators
-        raise ExportError(f"paddle2onnx could not convert {graph.name}: {str(exc).strip()[:300]}; "
-                          "export without --onnx") from exc
+    except Exception as exc:  # noqa: BLE001  paddle2onnx raises bare Exceptions for unsupported operators
+        target.unlink(missing_ok=True)
+        return f"paddle2onnx could not convert {graph.name}: {str(exc).strip()[:300]}"
     if not target.is_file():
-        raise ExportError(f"paddle2onnx wrote no {target.name} from {graph.name}; export without --onnx")
-    return target
+        return f"paddle2onnx wrote no {target.name} from {graph.name}"
+    return None
 
 
 def onnx_session(path: Path, threads: int = 1):
@@ -138,19 +146,34 @@ def onnx_session(path: Path, threads: int = 1):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_parity(plan, folder: Path, batch: int | None) -> dict:
-    """Compare onnxruntime with the Paddle predictor (oneDNN off) on the parity samples."""
+def runtime_parity(plan, folder: Path, batch: int | None, run, runtime: str) -> dict:
+    """Compare ``run(inputs) -> outputs`` (a runtime on inference.onnx) with the Paddle predictor, oneDNN off,
+    on the parity samples at the same batch sizes."""
     fixed, x = batch is not None, plan.samples.x
-    sess = onnx_session(folder / f"{PREFIX}.onnx")
-    names = [i.name for i in sess.get_inputs()]  # paddle2onnx keeps the feed order
     runner = PredictorRunner(create_predictor(folder, threads=1, mkldnn=False), [s.name for s in plan.inputs])
     settings = []
     for size in batch_sizes(batch, len(x[0])):
         ref = collect(runner.run, x, size, fixed)
-        out = collect(lambda parts: sess.run(None, dict(zip(names, parts))), x, size, fixed)
-        settings.append({"batch": size, "onednn": False, **compare(plan.tolerance, ref, out)})
-    return {"samples": int(len(x[0])), "against": "paddle.inference predictor, oneDNN off",
+        settings.append({"batch": size, "onednn": False, **compare(plan.tolerance, ref, collect(run, x, size, fixed))})
+    return {"runtime": runtime, "samples": int(len(x[0])), "against": "paddle.inference predictor, oneDNN off",
             "tolerance": plan.tolerance.text(), "settings": settings, "passed": all(s["passed"] for s in settings)}
+
+
+def onnx_parity(plan, folder: Path, batch: int | None) -> dict:
+    """onnxruntime on inference.onnx against the Paddle predictor."""
+    sess = onnx_session(folder / f"{PREFIX}.onnx")
+    names = [i.name for i in sess.get_inputs()]  # paddle2onnx keeps the feed order
+    return runtime_parity(plan, folder, batch, lambda parts: sess.run(None, dict(zip(names, parts))), "onnxruntime")
+
+
+def openvino_parity(plan, folder: Path, batch: int | None) -> dict:
+    """OpenVINO on inference.onnx against the Paddle predictor; ``{"skipped": why}`` if openvino is not installed."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        return {"runtime": "openvino", "skipped": f"openvino is not installed ({exc})", "passed": None}
+    request = openvino_model(folder / f"{PREFIX}.onnx").create_infer_request()
+    return runtime_parity(plan, folder, batch, lambda parts: openvino_run(request, parts), "openvino")
 
 
 # ---- re-checking an existing bundle ---------------------------------------------------------------
