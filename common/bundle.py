@@ -42,6 +42,36 @@ DTYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT
           "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity rule for an output: |a - b| <= max(atol, rtol * |reference|), and equal top-1 if asked."""
+
+    atol: float = 1e-5
+    rtol: float = 0.0
+    top1: bool = False
+
+    def text(self) -> str:
+        rule = f"|difference| <= {self.atol:g}" if not self.rtol else \
+            f"|difference| <= max({self.atol:g}, {self.rtol:g} * |reference|)"
+        return rule + (" and every top-1 equal" if self.top1 else "")
+
+    def compare(self, reference: np.ndarray, output: np.ndarray) -> dict:
+        """Figures for one output array against its reference; NaN anywhere fails."""
+        ref, out = np.asarray(reference, np.float64), np.asarray(output, np.float64)
+        if ref.shape != out.shape:
+            return {"max_abs_diff": float("inf"), "passed": False, "shape": [list(ref.shape), list(out.shape)]}
+        diff = np.abs(out - ref)
+        limit = np.maximum(self.atol, self.rtol * np.abs(ref))
+        figures = {"max_abs_diff": float(np.max(diff)) if diff.size else 0.0}
+        ok = bool(np.all(diff <= limit))
+        if self.rtol:
+            figures["max_rel_diff"] = float(np.max(diff / np.maximum(1.0, np.abs(ref)))) if diff.size else 0.0
+        if self.top1:
+            figures["top1_mismatches"] = int(np.sum(out.argmax(-1) != ref.argmax(-1)))
+            ok = ok and figures["top1_mismatches"] == 0
+        figures["passed"] = ok
+        return figures
+
 class BundleError(Exception):
     """A bundle that is incomplete, altered or unreadable; the message says which file and why."""
 
@@ -106,9 +136,14 @@ class Bundle:
         return path if path.is_file() else None
 
     @property
-    def tolerance(self) -> dict | None:
-        """The export's parity rule, ``{atol, rtol, top1}``; None for a bundle exported before it was recorded."""
-        return self.manifest.get("tolerance")
+    def tolerance(self) -> Tolerance | None:
+        """The export's parity rule (manifest ``tolerance``); None when not recorded (older bundles) or unreadable."""
+        recorded = self.manifest.get("tolerance")
+        try:
+            return Tolerance(atol=float(recorded["atol"]), rtol=float(recorded.get("rtol", 0.0)),
+                             top1=bool(recorded.get("top1", False)))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return None
 
     def samples(self) -> list | None:
         """The inputs in ``samples.npz``, one array per declared input in feed order; None if the bundle has none.
