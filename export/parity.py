@@ -9,6 +9,8 @@ predictor, with onnxruntime and with OpenVINO: the two runtimes a server may pic
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,8 @@ from common.bundle import PREFIX, BundleError, PredictorRunner, create_predictor
 from . import ExportError
 
 BIG_BATCH = 64
+# What the conversion child runs (see to_onnx): graph, weights, target file from argv.
+ONNX_CHILD = "import sys, paddle2onnx; paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=sys.argv[3])"
 ONNX_MISSING = "ONNX export needs paddle2onnx and onnxruntime (pip install -r requirements.txt): {reason}"
 
 
@@ -114,26 +118,38 @@ def onnx_missing() -> str | None:
     return None
 
 
-def to_onnx(folder: Path) -> str | None:
+def to_onnx(folder: Path, timeout: float = 600) -> str | None:
     """Write ``inference.onnx`` next to the Paddle graph in ``folder`` (paddle2onnx reads .json and .pdmodel).
 
     Returns None when written, else why not: then the bundle is Paddle-only, which every server can
     still serve. (A file that converts but computes something else is another matter: parity fails.)
+    paddle2onnx runs in a child process because on some graphs it does not raise but aborts the
+    whole process (SIGABRT after "[ERROR][Paddle2ONNX] Can not get input 'axis(dim)' value." for a
+    data-dependent ``if``), which no ``except`` can catch.
     """
     if reason := onnx_missing():
         return reason
-    import paddle2onnx
-
     graph = graph_file(folder)
     target = folder / f"{PREFIX}.onnx"
+    cmd = [sys.executable, "-c", ONNX_CHILD, str(graph), str(folder / f"{PREFIX}.pdiparams"), str(target)]
     try:
-        paddle2onnx.export(str(graph), str(folder / f"{PREFIX}.pdiparams"), save_file=str(target))
-    except Exception as exc:  # noqa: BLE001  paddle2onnx raises bare Exceptions for unsupported operators
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc = None
+    if proc is None or proc.returncode != 0 or not target.is_file():
         target.unlink(missing_ok=True)
-        return f"paddle2onnx could not convert {graph.name}: {str(exc).strip()[:300]}"
-    if not target.is_file():
-        return f"paddle2onnx wrote no {target.name} from {graph.name}"
+        why = f"no answer in {timeout:g} s" if proc is None else child_failure(proc)
+        return f"paddle2onnx could not convert {graph.name}: {why}"
     return None
+
+
+def child_failure(proc: subprocess.CompletedProcess) -> str:
+    """The reason a conversion child gives: paddle2onnx's [ERROR] line, else its last line of stderr."""
+    lines = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
+    errors = [ln.split("]", 2)[-1].strip() for ln in lines if ln.startswith("[ERROR]")]
+    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
+    status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+    return f"{(errors or last)[-1][:300]} ({status})"
 
 
 def onnx_session(path: Path, threads: int = 1):
