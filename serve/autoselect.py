@@ -36,7 +36,8 @@ def select(bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]], batch
     """(the backend to serve ``bundle`` with, the report of how it was chosen: GET .../stats answers it)."""
     if settings["BACKEND"] != "auto":
         backend = create_backend(bundle, settings, warmup)
-        row = _row(backend.name, chosen=True, reason=f"forced with --backend {settings['BACKEND']}; not compared or timed")
+        reason = f"forced with --backend {settings['BACKEND']}; not compared or timed"
+        row = _row(backend.name, chosen=True, reason=reason)
         return backend, {"selected_by": f"--backend {settings['BACKEND']}", "backends": [row]}
     inputs, origin = parity_inputs(bundle)
     tolerance = bundle.tolerance or DEFAULT_TOLERANCE
