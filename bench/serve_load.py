@@ -2,13 +2,14 @@
 
     nice python -m bench.serve_load --models DIR [--seconds 5] [--soak-seconds 180]
 
-DIR holds a digits bundle named ``mnist`` exported with ``--onnx`` (for the onnxruntime rows).
-Measures, all on loopback:
-  1. the raw predictor at batch 1 (Paddle Inference in several configurations, and onnxruntime):
-     the floor a request cannot go below;
+DIR holds a digits bundle named ``mnist`` with inference.onnx (the export's default; for the
+onnxruntime, OpenVINO and auto rows). Measures, all on loopback:
+  1. the raw predictor at batch 1 (Paddle Inference in several configurations, onnxruntime and
+     OpenVINO): the floor a request cannot go below;
   2. single-digit POST /predict/digit (raw PNG body) at concurrency 1, 8 and 32 under gunicorn,
-     for Paddle, Paddle with dynamic batching, and onnxruntime: p50/p99 latency and throughput;
-  3. a soak: minutes of concurrent load, counting errors and sampling the workers' RSS.
+     for each backend forced (Paddle, also with dynamic batching; onnxruntime, also with dynamic
+     batching; OpenVINO) and for --backend auto: p50/p99 latency and throughput;
+  3. a soak (Paddle Inference): minutes of concurrent load, counting errors and sampling the workers' RSS.
 The client runs on the same machine (it competes for the cores), in separate processes.
 Writes the "serve_load" section of docs/BENCHMARKS.md.
 """
@@ -73,7 +74,7 @@ def raw_predictors(bundle_dir: Path, calls: int) -> list[tuple[str, float]]:
     bundle = read_bundle(bundle_dir)
     x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
     rows = []
-    variants = [("oneDNN on, 1 thread, IR optim, cached handles (server default)", {"mkldnn": True}, True),
+    variants = [("oneDNN on, 1 thread, IR optim, cached handles (the server's settings)", {"mkldnn": True}, True),
                 ("oneDNN on, 1 thread, IR optim, handles looked up per call", {"mkldnn": True}, False),
                 ("oneDNN off, 1 thread, IR optim", {"mkldnn": False}, True),
                 ("oneDNN on, 1 thread, IR optim off", {"mkldnn": True, "ir_optim": False}, True),
@@ -90,6 +91,10 @@ def raw_predictors(bundle_dir: Path, calls: int) -> list[tuple[str, float]]:
         session = ort.InferenceSession(str(bundle.onnx_file), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         rows.append(("onnxruntime, 1 intra-op thread", time_calls(lambda: session.run(None, {name: x}), calls)))
+        from common.bundle import openvino_model, openvino_run
+
+        request = openvino_model(bundle.onnx_file, threads=1).create_infer_request()
+        rows.append(("OpenVINO, 1 stream of 1 thread, FP32", time_calls(lambda: openvino_run(request, [x]), calls)))
     return rows
 
 
@@ -205,11 +210,14 @@ def worker_rss_mb(master: int) -> list[float]:
 # ---- the run --------------------------------------------------------------------------------
 
 
-SCENARIOS = [("Paddle Inference", {}), ("Paddle Inference + dynamic batching (max 16, 2 ms)",
-                                       {"SERVE_DYNAMIC_BATCHING": "1"}),
+SCENARIOS = [("Paddle Inference", {"SERVE_BACKEND": "paddle"}),
+             ("Paddle Inference + dynamic batching (max 16, 2 ms)", {"SERVE_BACKEND": "paddle",
+                                                                    "SERVE_DYNAMIC_BATCHING": "1"}),
              ("onnxruntime", {"SERVE_BACKEND": "onnxruntime"}),
              ("onnxruntime + dynamic batching (max 16, 2 ms)", {"SERVE_BACKEND": "onnxruntime",
-                                                               "SERVE_DYNAMIC_BATCHING": "1"})]
+                                                               "SERVE_DYNAMIC_BATCHING": "1"}),
+             ("OpenVINO", {"SERVE_BACKEND": "openvino"}),
+             ("auto (the default: fastest that matches Paddle at load)", {"SERVE_BACKEND": "auto"})]
 
 
 def http_scenarios(models: Path, body: bytes, seconds: float, tmp: Path) -> list[tuple[str, int, dict]]:
@@ -229,7 +237,8 @@ def http_scenarios(models: Path, body: bytes, seconds: float, tmp: Path) -> list
 
 def soak(models: Path, body: bytes, seconds: float, tmp: Path) -> dict:
     """Concurrency-8 load for ``seconds``, in 10 chunks; RSS of the workers before and after."""
-    proc, port = start_gunicorn(models, {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "soak")}, tmp / "soak.log")
+    proc, port = start_gunicorn(models, {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "soak"), "SERVE_BACKEND": "paddle"},
+                                tmp / "soak.log")
     try:
         load(port, body, 8, min(10.0, seconds / 10))  # past first-touch allocations
         rss_start = worker_rss_mb(proc.pid)
@@ -249,15 +258,18 @@ def markdown(raw: list, http_rows: list, soak_result: dict | None, seconds: floa
              "| predictor | us per call | calls/s |", "|---|---:|---:|"]
     lines += [f"| {label} | {us:.0f} | {1e6 / us:.0f} |" for label, us in raw]
     if onnx_us:
-        lines += ["", (f"Paddle Inference (server default) / onnxruntime at batch 1: **{paddle_us / onnx_us:.1f}x** "
+        lines += ["", (f"Paddle Inference (the server's settings) / onnxruntime at batch 1: **{paddle_us / onnx_us:.1f}x** "
                        f"({paddle_us:.0f} us vs {onnx_us:.0f} us).")]
     lines += ["", (f"HTTP: `POST /predict/digit`, one raw PNG digit per request, keep-alive connections, {seconds:g} s "
                    "per row; gunicorn `-w 2 --threads 4`, one predictor (1 math thread) per worker; the load "
                    f"generator ({CLIENT_PROCESSES} processes) shares the machine's cores."), "",
               "| backend | concurrency | requests | errors | p50 ms | p99 ms | req/s | req/s vs raw predictor x2 workers |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    openvino_us = next((us for label, us in raw if label.startswith("OpenVINO")), None)
+    # the raw floor of each scenario's backend, by the first letters of its label (auto: the fastest)
+    floors = {"onnx": onnx_us, "Open": openvino_us, "auto": min(us for us in (paddle_us, onnx_us, openvino_us) if us)}
     for label, level, r in http_rows:
-        floor = 2 * 1e6 / (onnx_us if label.startswith("onnx") and onnx_us else paddle_us)
+        floor = 2 * 1e6 / (floors.get(label[:4]) or paddle_us)
         lines.append(f"| {label} | {level} | {r['n']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | "
                      f"{r['rps']:.0f} | {r['rps'] / floor:.0%} |")
     if soak_result:
@@ -272,7 +284,7 @@ def markdown(raw: list, http_rows: list, soak_result: dict | None, seconds: floa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", required=True, help="folder with a digits bundle named mnist (exported with --onnx)")
+    p.add_argument("--models", required=True, help="folder with a digits bundle named mnist (with inference.onnx)")
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="MNIST files (for the test digit)")
     p.add_argument("--seconds", type=float, default=5.0, help="load per row (default: %(default)s)")
     p.add_argument("--raw-calls", type=int, default=2000, help="calls per raw predictor timing (default: %(default)s)")

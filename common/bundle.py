@@ -4,9 +4,10 @@ Layout (everything a server needs, nothing from ``train/`` or ``models/``)::
 
     inference.json | inference.pdmodel   static graph (PIR JSON from Paddle 3, or legacy protobuf)
     inference.pdiparams                  weights
-    inference.onnx                       optional, with --onnx
+    inference.onnx                       the same graph in ONNX, when paddle2onnx could convert it (default)
     inference.yml                        model name, task, inputs, outputs, preprocessing, postprocessing
-    manifest.json                        sha256 of every file, provenance, metrics, parity figures
+    samples.npz                          the first rows of the parity inputs, one array per input name
+    manifest.json                        sha256 of every file, provenance, metrics, parity figures and tolerance
 
 ``inference.yml`` (PaddleClas/PaddleX style) is what drives the server::
 
@@ -23,20 +24,53 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 PREFIX = "inference"
 CONFIG_FILE = "inference.yml"
 MANIFEST_FILE = "manifest.json"
+SAMPLES_FILE = "samples.npz"  # a server checks its backends against Paddle Inference on these inputs
 BUNDLE_FORMAT = "paddle-toolkit-bundle/1"
 GRAPH_FILES = ("inference.json", "inference.pdmodel")  # Paddle Inference tries them in this order
 # Tensor dtypes a bundle may declare, and their Open Inference Protocol (KServe V2) names.
 DTYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
           "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}
 
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity rule for an output: |a - b| <= max(atol, rtol * |reference|), and equal top-1 if asked."""
+
+    atol: float = 1e-5
+    rtol: float = 0.0
+    top1: bool = False
+
+    def text(self) -> str:
+        rule = f"|difference| <= {self.atol:g}" if not self.rtol else \
+            f"|difference| <= max({self.atol:g}, {self.rtol:g} * |reference|)"
+        return rule + (" and every top-1 equal" if self.top1 else "")
+
+    def compare(self, reference: np.ndarray, output: np.ndarray) -> dict:
+        """Figures for one output array against its reference; NaN anywhere fails."""
+        ref, out = np.asarray(reference, np.float64), np.asarray(output, np.float64)
+        if ref.shape != out.shape:
+            return {"max_abs_diff": float("inf"), "passed": False, "shape": [list(ref.shape), list(out.shape)]}
+        diff = np.abs(out - ref)
+        limit = np.maximum(self.atol, self.rtol * np.abs(ref))
+        figures = {"max_abs_diff": float(np.max(diff)) if diff.size else 0.0}
+        ok = bool(np.all(diff <= limit))
+        if self.rtol:
+            figures["max_rel_diff"] = float(np.max(diff / np.maximum(1.0, np.abs(ref)))) if diff.size else 0.0
+        if self.top1:
+            figures["top1_mismatches"] = int(np.sum(out.argmax(-1) != ref.argmax(-1)))
+            ok = ok and figures["top1_mismatches"] == 0
+        figures["passed"] = ok
+        return figures
 
 class BundleError(Exception):
     """A bundle that is incomplete, altered or unreadable; the message says which file and why."""
@@ -100,6 +134,36 @@ class Bundle:
     def onnx_file(self) -> Path | None:
         path = self.path / f"{PREFIX}.onnx"
         return path if path.is_file() else None
+
+    @property
+    def tolerance(self) -> Tolerance | None:
+        """The export's parity rule (manifest ``tolerance``); None when not recorded (older bundles) or unreadable."""
+        recorded = self.manifest.get("tolerance")
+        try:
+            return Tolerance(atol=float(recorded["atol"]), rtol=float(recorded.get("rtol", 0.0)),
+                             top1=bool(recorded.get("top1", False)))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return None
+
+    def samples(self) -> list | None:
+        """The inputs in ``samples.npz``, one array per declared input in feed order; None if the bundle has none.
+
+        ``BundleError`` if the file lacks an input or disagrees with its declared dtype or shape.
+        """
+        file = self.path / SAMPLES_FILE
+        if not file.is_file():
+            return None
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                arrays = [data[t["name"]] if t["name"] in data.files else None for t in self.inputs]
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # not an .npz, or an object array
+            raise BundleError(f"{file} is unreadable: {exc}") from exc
+        for t, a in zip(self.inputs, arrays):
+            if a is None or a.dtype != np.dtype(t["dtype"]) or a.ndim != len(t["shape"]) or len(a) == 0 or \
+                    len(a) != len(arrays[0]) or any(d not in (-1, n) for d, n in zip(t["shape"][1:], a.shape[1:])):
+                raise BundleError(f"{file}: input {t['name']!r} is missing, empty or not shaped "
+                                  f"{t['dtype']}{t['shape']} like the other inputs")
+        return arrays
 
 
 def read_bundle(path: str | Path, verify: bool = True) -> Bundle:
@@ -196,6 +260,26 @@ def predictor_config(bundle: Bundle | str | Path, device: str = "cpu", threads: 
         config.enable_memory_optim()
     config.disable_glog_info()
     return config
+
+
+def openvino_model(onnx_file: str | Path, threads: int = 1, streams: int = 1):
+    """An OpenVINO ``CompiledModel`` for the CPU, ``streams`` infer requests able to run at once.
+
+    FP32 is asked for explicitly: on CPUs with bf16 units OpenVINO would otherwise compute in bf16,
+    about 3 significant digits, far outside any parity tolerance. No thread pinning: gunicorn runs
+    several workers on the same cores, and pinned threads of two processes would fight over them.
+    """
+    import openvino
+
+    core = openvino.Core()
+    return core.compile_model(core.read_model(str(onnx_file)), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": threads * streams,
+        "ENABLE_CPU_PINNING": False})
+
+
+def openvino_run(request, arrays) -> list:
+    """One call of an OpenVINO ``InferRequest``: inputs and outputs in the graph's order (copies out)."""
+    return list(request.infer(dict(enumerate(arrays))).to_tuple())
 
 
 def create_predictor(bundle: Bundle | str | Path, **options):

@@ -18,6 +18,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from . import datasets, digit_image, housing
+from .bundle import Tolerance  # the parity rule: bundles record it, so it lives with them
 
 
 @dataclass(frozen=True)
@@ -31,37 +32,6 @@ class TensorSpec:
     def declared(self, batch: int | None) -> dict:
         """The inference.yml entry: the full shape with -1 (any size) or a fixed batch first."""
         return {"name": self.name, "shape": [-1 if batch is None else batch, *self.shape], "dtype": self.dtype}
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Parity rule for an output: |a - b| <= max(atol, rtol * |reference|), and equal top-1 if asked."""
-
-    atol: float = 1e-5
-    rtol: float = 0.0
-    top1: bool = False
-
-    def text(self) -> str:
-        rule = f"|difference| <= {self.atol:g}" if not self.rtol else \
-            f"|difference| <= max({self.atol:g}, {self.rtol:g} * |reference|)"
-        return rule + (" and every top-1 equal" if self.top1 else "")
-
-    def compare(self, reference: np.ndarray, output: np.ndarray) -> dict:
-        """Figures for one output array against its reference; NaN anywhere fails."""
-        ref, out = np.asarray(reference, np.float64), np.asarray(output, np.float64)
-        if ref.shape != out.shape:
-            return {"max_abs_diff": float("inf"), "passed": False, "shape": [list(ref.shape), list(out.shape)]}
-        diff = np.abs(out - ref)
-        limit = np.maximum(self.atol, self.rtol * np.abs(ref))
-        figures = {"max_abs_diff": float(np.max(diff)) if diff.size else 0.0}
-        ok = bool(np.all(diff <= limit))
-        if self.rtol:
-            figures["max_rel_diff"] = float(np.max(diff / np.maximum(1.0, np.abs(ref)))) if diff.size else 0.0
-        if self.top1:
-            figures["top1_mismatches"] = int(np.sum(out.argmax(-1) != ref.argmax(-1)))
-            ok = ok and figures["top1_mismatches"] == 0
-        figures["passed"] = ok
-        return figures
 
 
 @dataclass(frozen=True)

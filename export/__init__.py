@@ -17,7 +17,11 @@ class ExportError(Exception):
     """A checkpoint, layer, output path, option or parity result that stops the export; the message says why."""
 
 
-__all__ = ["export_checkpoint", "export_layer", "check_bundle", "ExportError", "FORMATS"]
+class ExportWarning(UserWarning):
+    """Something the export left out, though the bundle is sound (e.g. no ONNX file); also in the manifest's notes."""
+
+
+__all__ = ["export_checkpoint", "export_layer", "check_bundle", "ExportError", "ExportWarning", "FORMATS"]
 
 
 def __getattr__(name: str):

@@ -1,6 +1,7 @@
 """``python -m export``: a training checkpoint, or any ``paddle.nn.Layer``, to a bundle.
 
-Flags -> ``export_checkpoint`` / ``export_layer`` -> a short summary; or one ``error:`` line and exit 2.
+Flags -> ``export_checkpoint`` / ``export_layer`` -> a short summary (after a ``warning:`` line for
+anything left out, e.g. an ONNX file paddle2onnx could not write); or one ``error:`` line and exit 2.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import sys
 import warnings
 
-from export import ExportError
+from export import ExportError, ExportWarning
 
 
 def batch_arg(text: str) -> int | None:
@@ -36,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="fmt", choices=("json", "pdmodel"), default="json",
                    help="json: Paddle 3's PIR program (default); pdmodel: the legacy program for older "
                    "Paddle Inference, Paddle2ONNX and FastDeploy 1.x")
-    p.add_argument("--onnx", action="store_true", help="also write inference.onnx with paddle2onnx, "
-                   "checked against the predictor with onnxruntime")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True, help="also write inference.onnx "
+                   "with paddle2onnx, checked against the predictor with onnxruntime and OpenVINO (default: on; a "
+                   "model paddle2onnx cannot convert is exported Paddle-only, with a warning)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     g = p.add_argument_group("checkpoint export")
     g.add_argument("--batch", type=batch_arg, default=None, metavar="dynamic|N",
@@ -67,13 +69,17 @@ def summary(bundle_dir) -> str:
     lines = [f"[export] {m['task']}/{m['model_name']} -> {bundle_dir} ({m['graph_format']}, batch {m['batch']}, "
              f"{m['export_seconds']} s)", "  files: " + ", ".join([*m["files"], "manifest.json"])]
     for name, parity in (("paddle.inference vs dygraph", m["parity"]),
-                         ("onnxruntime vs paddle.inference", m["parity"].get("onnx"))):
-        if parity:
+                         ("onnxruntime vs paddle.inference", m["parity"].get("onnx")),
+                         ("openvino vs paddle.inference", m["parity"].get("openvino"))):
+        if parity and parity.get("skipped"):
+            lines.append(f"  parity {name}: skipped, {parity['skipped']}")
+        elif parity:
             figures = "; ".join(f"batch {s['batch']} oneDNN {'on' if s['onednn'] else 'off'}: "
                                 f"max diff {s['max_abs_diff']:.2g}" for s in parity["settings"])
             lines.append(f"  parity {name}, {parity['samples']} samples: {figures} (passed; {parity['tolerance']})")
     if m["parity"].get("dygraph_metrics"):
         lines.append("  on those samples: " + ", ".join(f"{k} {v:.4g}" for k, v in m["parity"]["dygraph_metrics"].items()))
+    lines += [f"  note: {note}" for note in m.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -116,10 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import_paddle()  # after parsing: -h and flag errors need no paddle
     try:
-        bundle_dir = run(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ExportWarning)
+            bundle_dir = run(args)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    for w in caught:  # ours as one line each; anything else as Python shows it
+        if issubclass(w.category, ExportWarning):
+            print(f"warning: {w.message}", file=sys.stderr, flush=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(summary(bundle_dir), flush=True)
     return 0
 

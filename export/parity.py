@@ -4,21 +4,27 @@ The same inputs (real test samples for a task, generated or given ones for a lay
 dygraph layer and a real ``paddle.inference`` predictor loaded from the files on disk, at batch 1
 and at batch 64 (or the fixed batch), with oneDNN on and off (its fused kernels are the likeliest
 source of a difference). Every output is compared under the plan's ``Tolerance`` (for tasks, from
-``common.tasks``). With ``--onnx`` the ONNX file is checked the same way against the predictor.
+``common.tasks``). The ONNX file (written unless ``--no-onnx``) is checked the same way against the
+predictor, with onnxruntime and with OpenVINO: the two runtimes a server may pick for it.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import paddle
 
-from common.bundle import PREFIX, BundleError, PredictorRunner, create_predictor, graph_file, read_bundle
+from common.bundle import PREFIX, BundleError, PredictorRunner, create_predictor, graph_file, openvino_model, \
+    openvino_run, read_bundle
 
 from . import ExportError
 
 BIG_BATCH = 64
-ONNX_MISSING = "--onnx needs paddle2onnx and onnxruntime (pip install paddle2onnx onnxruntime); {reason}"
+# What the conversion child runs (see to_onnx): graph, weights, target file from argv.
+ONNX_CHILD = "import sys, paddle2onnx; paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=sys.argv[3])"
+ONNX_MISSING = "ONNX export needs paddle2onnx and onnxruntime (pip install -r requirements.txt): {reason}"
 
 
 def as_list(out) -> list:
@@ -99,7 +105,7 @@ def require(parity: dict, what: str = "the exported graph") -> None:
                           f"{extra} over {parity['samples']} samples (tolerance: {parity['tolerance']})")
 
 
-# ---- ONNX (optional step 7, checked like the Paddle graph) ---------------------------------------
+# ---- ONNX (step 7, skipped with a note when paddle2onnx cannot convert; checked like the Paddle graph) -----
 
 
 def onnx_missing() -> str | None:
@@ -112,20 +118,38 @@ def onnx_missing() -> str | None:
     return None
 
 
-def to_onnx(folder: Path) -> Path:
-    """Write ``inference.onnx`` next to the Paddle graph in ``folder`` (paddle2onnx reads .json and .pdmodel)."""
-    import paddle2onnx
+def to_onnx(folder: Path, timeout: float = 600) -> str | None:
+    """Write ``inference.onnx`` next to the Paddle graph in ``folder`` (paddle2onnx reads .json and .pdmodel).
 
+    Returns None when written, else why not: then the bundle is Paddle-only, which every server can
+    still serve. (A file that converts but computes something else is another matter: parity fails.)
+    paddle2onnx runs in a child process because on some graphs it does not raise but aborts the
+    whole process (SIGABRT after "[ERROR][Paddle2ONNX] Can not get input 'axis(dim)' value." for a
+    data-dependent ``if``), which no ``except`` can catch.
+    """
+    if reason := onnx_missing():
+        return reason
     graph = graph_file(folder)
     target = folder / f"{PREFIX}.onnx"
+    cmd = [sys.executable, "-c", ONNX_CHILD, str(graph), str(folder / f"{PREFIX}.pdiparams"), str(target)]
     try:
-        paddle2onnx.export(str(graph), str(folder / f"{PREFIX}.pdiparams"), save_file=str(target))
-    except Exception as exc:  # paddle2onnx raises bare Exceptions for unsupported operators
-        raise ExportError(f"paddle2onnx could not convert {graph.name}: {str(exc).strip()[:300]}; "
-                          "export without --onnx") from exc
-    if not target.is_file():
-        raise ExportError(f"paddle2onnx wrote no {target.name} from {graph.name}; export without --onnx")
-    return target
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc = None
+    if proc is None or proc.returncode != 0 or not target.is_file():
+        target.unlink(missing_ok=True)
+        why = f"no answer in {timeout:g} s" if proc is None else child_failure(proc)
+        return f"paddle2onnx could not convert {graph.name}: {why}"
+    return None
+
+
+def child_failure(proc: subprocess.CompletedProcess) -> str:
+    """The reason a conversion child gives: paddle2onnx's [ERROR] line, else its last line of stderr."""
+    lines = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
+    errors = [ln.split("]", 2)[-1].strip() for ln in lines if ln.startswith("[ERROR]")]
+    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
+    status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+    return f"{(errors or last)[-1][:300]} ({status})"
 
 
 def onnx_session(path: Path, threads: int = 1):
@@ -138,19 +162,34 @@ def onnx_session(path: Path, threads: int = 1):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_parity(plan, folder: Path, batch: int | None) -> dict:
-    """Compare onnxruntime with the Paddle predictor (oneDNN off) on the parity samples."""
+def runtime_parity(plan, folder: Path, batch: int | None, run, runtime: str) -> dict:
+    """Compare ``run(inputs) -> outputs`` (a runtime on inference.onnx) with the Paddle predictor, oneDNN off,
+    on the parity samples at the same batch sizes."""
     fixed, x = batch is not None, plan.samples.x
-    sess = onnx_session(folder / f"{PREFIX}.onnx")
-    names = [i.name for i in sess.get_inputs()]  # paddle2onnx keeps the feed order
     runner = PredictorRunner(create_predictor(folder, threads=1, mkldnn=False), [s.name for s in plan.inputs])
     settings = []
     for size in batch_sizes(batch, len(x[0])):
         ref = collect(runner.run, x, size, fixed)
-        out = collect(lambda parts: sess.run(None, dict(zip(names, parts))), x, size, fixed)
-        settings.append({"batch": size, "onednn": False, **compare(plan.tolerance, ref, out)})
-    return {"samples": int(len(x[0])), "against": "paddle.inference predictor, oneDNN off",
+        settings.append({"batch": size, "onednn": False, **compare(plan.tolerance, ref, collect(run, x, size, fixed))})
+    return {"runtime": runtime, "samples": int(len(x[0])), "against": "paddle.inference predictor, oneDNN off",
             "tolerance": plan.tolerance.text(), "settings": settings, "passed": all(s["passed"] for s in settings)}
+
+
+def onnx_parity(plan, folder: Path, batch: int | None) -> dict:
+    """onnxruntime on inference.onnx against the Paddle predictor."""
+    sess = onnx_session(folder / f"{PREFIX}.onnx")
+    names = [i.name for i in sess.get_inputs()]  # paddle2onnx keeps the feed order
+    return runtime_parity(plan, folder, batch, lambda parts: sess.run(None, dict(zip(names, parts))), "onnxruntime")
+
+
+def openvino_parity(plan, folder: Path, batch: int | None) -> dict:
+    """OpenVINO on inference.onnx against the Paddle predictor; ``{"skipped": why}`` if openvino is not installed."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        return {"runtime": "openvino", "skipped": f"openvino is not installed ({exc})", "passed": None}
+    request = openvino_model(folder / f"{PREFIX}.onnx").create_infer_request()
+    return runtime_parity(plan, folder, batch, lambda parts: openvino_run(request, parts), "openvino")
 
 
 # ---- re-checking an existing bundle ---------------------------------------------------------------

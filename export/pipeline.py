@@ -1,7 +1,8 @@
 """The export, in PaddleClas's order, in a temporary folder renamed into place at the end:
 
     load checkpoint -> build model, eval() -> task head -> to_static(InputSpec) + jit.save
-    -> inference.yml -> (inference.onnx) -> parity -> manifest.json -> verified read -> place
+    -> inference.yml -> inference.onnx (when paddle2onnx converts it) -> parity -> samples.npz
+    -> manifest.json -> verified read -> place
 
 ``export_checkpoint`` starts from a ``python -m train`` checkpoint and takes everything else from
 the task table (``common.tasks``); ``export_layer`` starts from any ``paddle.nn.Layer`` and the
@@ -10,6 +11,7 @@ input specs the caller gives. Both become a ``Plan`` and go through the same ``b
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import importlib
 import json
@@ -18,6 +20,8 @@ import re
 import subprocess
 import sys
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +34,12 @@ from paddle.static import InputSpec
 import models
 from common import checkpoint, tasks
 from common.atomic import atomic_write_text
-from common.bundle import BUNDLE_FORMAT, CONFIG_FILE, DTYPES, MANIFEST_FILE, PREFIX, BundleError, read_bundle, \
-    sha256_file
+from common.bundle import BUNDLE_FORMAT, CONFIG_FILE, DTYPES, MANIFEST_FILE, PREFIX, SAMPLES_FILE, BundleError, \
+    read_bundle, sha256_file
 from common.datasets import DataMissingError
 from common.tasks import Samples, TensorSpec, Tolerance
 
-from . import ExportError, parity, place
+from . import ExportError, ExportWarning, parity, place
 
 FORMATS = ("json", "pdmodel")
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +49,7 @@ CONTROL_FLOW_HINT = ("rewrite data-dependent Python control flow (an if/while on
 CUSTOM_TASK = "custom"  # Global.task of a bundle exported from a layer: served over V2 only
 GENERATED_SAMPLES = 64  # rows of generated inputs for the parity of a layer export
 GENERATED_DIM = 8  # size given to a non-batch dimension declared -1, in generated inputs
+SAMPLE_ROWS = 8  # rows of the parity inputs kept in samples.npz: enough for a server's check, a few KB
 
 
 @dataclass
@@ -70,16 +75,17 @@ class Plan:
 
 
 def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, fmt: str = "json", batch: int | None = None,
-                      onnx: bool = False, force: bool = False, data_dir: str | None = None) -> Path:
+                      onnx: bool = True, force: bool = False, data_dir: str | None = None) -> Path:
     """Export a ``python -m train`` checkpoint (a file, a run folder or ``checkpoints/latest``) to ``out``.
 
     ``fmt``: "json" (PIR program) or "pdmodel" (legacy program); ``batch``: None for any batch
-    size, or a fixed one; ``onnx``: also write inference.onnx; ``force``: replace an existing
+    size, or a fixed one; ``onnx``: also write inference.onnx when paddle2onnx can convert the model
+    (otherwise an ``ExportWarning`` and a note in the manifest); ``force``: replace an existing
     bundle; ``data_dir``: where the parity samples are (default: the checkpoint's data_dir, then
     Paddle's cache). Raises ``ExportError`` for anything the user can fix, leaving no files behind.
     """
     started = time.perf_counter()
-    check_options(fmt, batch, onnx)
+    check_options(fmt, batch)
     place.check_destination(Path(out), force)
     plan = plan_from_checkpoint(checkpoint_path, data_dir)
     return build_bundle(plan, Path(out), fmt=fmt, batch=batch, onnx=onnx, started=started)
@@ -87,7 +93,7 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path, *, fmt: str 
 
 def export_layer(layer: nn.Layer, input_spec: list[InputSpec], out: str | Path, *,
                  output_names: list[str] | None = None, name: str | None = None, samples: dict | None = None,
-                 tolerance: Tolerance = Tolerance(atol=1e-5, rtol=1e-5), fmt: str = "json", onnx: bool = False,
+                 tolerance: Tolerance = Tolerance(atol=1e-5, rtol=1e-5), fmt: str = "json", onnx: bool = True,
                  force: bool = False, recipe: dict | None = None) -> Path:
     """Export any ``paddle.nn.Layer`` (weights already loaded) to the bundle folder ``out``.
 
@@ -98,7 +104,7 @@ def export_layer(layer: nn.Layer, input_spec: list[InputSpec], out: str | Path, 
     (how a child process rebuilds the layer), which ``python -m export --layer`` provides.
     """
     started = time.perf_counter()
-    check_options(fmt, None, onnx)
+    check_options(fmt, None)
     if fmt == "pdmodel" and recipe is None:
         raise ExportError("fmt='pdmodel' from a layer object: the legacy program is written by a child process "
                           "that must rebuild the layer; use python -m export --layer ... --format pdmodel, or fmt='json'")
@@ -113,14 +119,12 @@ def export_layer(layer: nn.Layer, input_spec: list[InputSpec], out: str | Path, 
     return build_bundle(plan, Path(out), fmt=fmt, batch=batch, onnx=onnx, started=started)
 
 
-def check_options(fmt: str, batch: int | None, onnx: bool) -> None:
+def check_options(fmt: str, batch: int | None) -> None:
     """Refuse option values and combinations that cannot work, before any work is done."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise ExportError(f"batch must be None (dynamic) or a positive integer, got {batch!r}")
-    if onnx and (reason := parity.onnx_missing()):
-        raise ExportError(reason)
 
 
 # ---- steps 1-3: load the checkpoint, build the model, put the task's head on it -----------------------------
@@ -323,14 +327,20 @@ def build_bundle(plan: Plan, out: Path, *, fmt: str, batch: int | None, onnx: bo
     try:
         save_graph(plan, tmp, fmt, batch)                                              # 4-5
         atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(inference_config(plan, fmt, batch), sort_keys=False))  # 6
-        if onnx:
-            parity.to_onnx(tmp)                                                        # 7 (optional)
+        notes = []
+        if onnx and (why := parity.to_onnx(tmp)):                                      # 7
+            notes.append(f"no inference.onnx: {why}; the bundle is Paddle-only")
+            warnings.warn(notes[-1], ExportWarning, stacklevel=3)
         figures = parity.run_parity(plan, tmp, batch)                                  # 8
         parity.require(figures)
-        if onnx:
+        if (tmp / f"{PREFIX}.onnx").is_file():  # a file that converts but computes otherwise fails the export
             figures["onnx"] = parity.onnx_parity(plan, tmp, batch)
             parity.require(figures["onnx"], "inference.onnx (onnxruntime)")
-        write_manifest(tmp, plan, fmt, batch, figures, time.perf_counter() - started)  # 9
+            figures["openvino"] = parity.openvino_parity(plan, tmp, batch)
+            if figures["openvino"]["passed"] is not None:  # None: openvino not installed, skipped
+                parity.require(figures["openvino"], "inference.onnx (OpenVINO)")
+        write_samples(tmp, plan)
+        write_manifest(tmp, plan, fmt, batch, figures, time.perf_counter() - started, notes)  # 9
         try:
             read_bundle(tmp, verify=True)  # the server's reader accepts it, checksums included
         except BundleError as exc:
@@ -412,15 +422,30 @@ def inference_config(plan: Plan, fmt: str, batch: int | None) -> dict:
     return config
 
 
-def write_manifest(folder: Path, plan: Plan, fmt: str, batch: int | None, figures: dict, seconds: float) -> dict:
-    """Step 9: checksum every file of ``folder`` and write ``manifest.json``; returns the manifest."""
+def write_samples(folder: Path, plan: Plan) -> None:
+    """The first ``SAMPLE_ROWS`` parity inputs as ``samples.npz`` (one array per input name): a server
+    checks every backend it may choose against Paddle Inference on them."""
+    # np.savez(file, **arrays) would break on an input named "file"; this is what it writes.
+    with zipfile.ZipFile(folder / SAMPLES_FILE, "w") as archive:
+        for spec, x in zip(plan.inputs, plan.samples.x):
+            with archive.open(f"{spec.name}.npy", "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(x[:SAMPLE_ROWS]), allow_pickle=False)
+
+
+def write_manifest(folder: Path, plan: Plan, fmt: str, batch: int | None, figures: dict, seconds: float,
+                   notes: list[str] = ()) -> dict:
+    """Step 9: checksum every file of ``folder`` and write ``manifest.json``; returns the manifest.
+
+    ``tolerance`` is the parity rule as numbers, which a server applies when it compares backends;
+    ``notes`` say what the export left out and why (no ONNX file, ...)."""
     files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
     manifest = {
         "format": BUNDLE_FORMAT, "task": plan.task, "model_name": plan.name, "graph_format": fmt,
         "batch": "dynamic" if batch is None else batch, "paddle_version": paddle.__version__,
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "export_seconds": round(seconds, 2), "files": files, "source_checkpoint": plan.source,
-        "parity": figures, "training_config": plan.config,
+        "parity": figures, "tolerance": dataclasses.asdict(plan.tolerance), "notes": list(notes),
+        "training_config": plan.config,
     }
     atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
     return manifest

@@ -12,6 +12,7 @@ from flask import Flask
 
 from . import config as settings_module
 from . import errors, metrics, openapi, page, predict, v2
+from .backends import missing_package
 from .registry import Registry
 
 
@@ -20,8 +21,8 @@ def create_app(config: dict | None = None) -> Flask:
 
     Models load in a background thread: the app answers liveness at once and readiness
     (``/v2/health/ready``) once every model is verified and warmed up. ``ValueError`` (one line,
-    which ``python -m serve`` prints before exiting 2) for bad settings or a models folder without
-    any bundle.
+    which ``python -m serve`` prints before exiting 2) for bad settings, a forced backend whose
+    package is not installed, or a models folder without any bundle.
     """
     # One OpenCV thread per request thread: requests already run in parallel, and OpenCV's own pool
     # made connected components on a 200x200 drawing 2.5x slower on 2 busy cores (measured).
@@ -31,6 +32,8 @@ def create_app(config: dict | None = None) -> Flask:
     settings = settings_module.resolve(config)
     if settings["DEVICE"] == "gpu":
         _require_cuda()
+    if why := missing_package(settings["BACKEND"]):  # forced, so every model would be refused: say it once
+        raise ValueError(f"--backend {settings['BACKEND']}: {why}")
     app = Flask(__name__)
     app.config["SERVE"] = settings
     # Flask refuses larger bodies with a 413 before reading them.

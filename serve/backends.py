@@ -1,15 +1,19 @@
-"""Inference backends: a pool of Paddle Inference predictors, or an onnxruntime session.
+"""Inference backends: a pool of Paddle Inference predictors, an onnxruntime session, or OpenVINO.
 
-Both expose ``run(inputs) -> outputs``: lists of arrays in the order the bundle's ``Inputs`` and
+All expose ``run(inputs) -> outputs``: lists of arrays in the order the bundle's ``Inputs`` and
 ``Outputs`` declare them, safe to call from many threads at once; for a bundle exported with a fixed
-batch size, ``FixedBatch`` pads or splits every batch to that size.
+batch size, ``FixedBatch`` pads or splits every batch to that size. Which one serves a model is
+``--backend`` 's choice, or with ``auto`` serve/autoselect.py's.
 
 Paddle predictors are not thread-safe, so each model owns a pool of ``predictor.clone()`` s
 (clones share the weights, not the activations), each used by one thread only, so two requests
 never share a predictor. onnxruntime's ``InferenceSession.run`` is thread-safe and needs no pool.
+An OpenVINO ``InferRequest`` runs one call at a time, so a model has a pool of them (``POOL_SIZE``,
+one CPU stream each) that request threads borrow.
 """
 from __future__ import annotations
 
+import importlib
 import queue
 import threading
 from concurrent.futures import Future
@@ -17,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from common.bundle import Bundle, BundleError, PredictorRunner, predictor_config
+from common.bundle import Bundle, BundleError, PredictorRunner, openvino_model, openvino_run, predictor_config
 
 from .errors import ApiError
 
@@ -36,14 +40,17 @@ class PaddleBackend:
     name = "paddle_inference"
 
     def __init__(self, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
+        if settings["DEVICE"] == "gpu" and settings["TENSORRT"]:
+            self.name = "paddle_tensorrt"
         self.input_names = [t["name"] for t in bundle.inputs]
         self.config = predictor_config(bundle, device=settings["DEVICE"], threads=settings["THREADS"],
                                        mkldnn=settings["MKLDNN"], ir_optim=settings["IR_OPTIM"],
                                        memory_optim=settings["MEMORY_OPTIM"], tensorrt=settings["TENSORRT"])
         self.timeout = settings["POOL_TIMEOUT_S"]
-        self.jobs: queue.Queue[tuple[list[np.ndarray], Future]] = queue.Queue()
+        self.jobs: queue.Queue[tuple[list[np.ndarray], Future] | None] = queue.Queue()
         self._first = None  # the predictor the others are cloned from (clones share its weights)
-        for i in range(settings["POOL_SIZE"]):
+        self.size = settings["POOL_SIZE"]
+        for i in range(self.size):
             ready: Future = Future()
             threading.Thread(target=self._serve, args=(i, warmup, ready), name=f"predictor-{bundle.path.name}-{i}",
                              daemon=True).start()
@@ -63,8 +70,8 @@ class PaddleBackend:
             ready.set_exception(exc)
             return
         ready.set_result(True)
-        while True:
-            inputs, future = self.jobs.get()
+        while (job := self.jobs.get()) is not None:
+            inputs, future = job
             if not future.set_running_or_notify_cancel():
                 continue  # its request gave up waiting
             try:
@@ -82,6 +89,11 @@ class PaddleBackend:
             future.cancel()
             raise ApiError(503, "busy", f"no predictor was free for {self.timeout:g} s; retry later") from None
 
+    def close(self) -> None:
+        """End the predictor threads (a backend that --backend auto did not choose), freeing their predictors."""
+        for _ in range(self.size):
+            self.jobs.put(None)
+
 
 class OnnxBackend:
     """An onnxruntime session on the bundle's inference.onnx."""
@@ -93,7 +105,7 @@ class OnnxBackend:
 
         if bundle.onnx_file is None:
             raise BundleError(f"{bundle.path} has no inference.onnx, needed by --backend onnxruntime; "
-                              "export it with `python -m export --onnx` or serve it with --backend paddle")
+                              "export it with `python -m export` (without --no-onnx) or serve it with --backend paddle")
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings["THREADS"]
         options.inter_op_num_threads = 1
@@ -114,6 +126,45 @@ class OnnxBackend:
         """Run ``inputs`` (the session is thread-safe)."""
         return self.session.run(None, dict(zip(self.input_names, inputs)))
 
+    def close(self) -> None:
+        """Nothing to end: the session goes with this object."""
+
+
+class OpenVinoBackend:
+    """OpenVINO on the bundle's inference.onnx (CPU, FP32): ``POOL_SIZE`` infer requests, one per CPU stream."""
+
+    name = "openvino"
+
+    def __init__(self, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
+        if bundle.onnx_file is None:
+            raise BundleError(f"{bundle.path} has no inference.onnx, needed by --backend openvino; "
+                              "export it with `python -m export` (without --no-onnx) or serve it with --backend paddle")
+        compiled = openvino_model(bundle.onnx_file, threads=settings["THREADS"], streams=settings["POOL_SIZE"])
+        if len(compiled.inputs) != len(bundle.inputs) or len(compiled.outputs) != len(bundle.outputs):
+            raise BundleError(f"{bundle.onnx_file} has {len(compiled.inputs)} inputs and {len(compiled.outputs)} "
+                              f"outputs; inference.yml declares {len(bundle.inputs)} and {len(bundle.outputs)}")
+        self.timeout = settings["POOL_TIMEOUT_S"]
+        self.requests: queue.Queue = queue.Queue()
+        for _ in range(settings["POOL_SIZE"]):
+            self.requests.put(compiled.create_infer_request())
+        for inputs in warmup:
+            self.run(inputs)
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run ``inputs`` on a free infer request; 503 if none is free within the pool timeout."""
+        try:
+            request = self.requests.get(timeout=self.timeout)
+        except queue.Empty:
+            raise ApiError(503, "busy", f"no OpenVINO infer request was free for {self.timeout:g} s; "
+                           "retry later") from None
+        try:
+            return openvino_run(request, inputs)
+        finally:
+            self.requests.put(request)
+
+    def close(self) -> None:
+        """Nothing to end: the compiled model and its requests go with this object."""
+
 
 class FixedBatch:
     """Any batch size on a graph exported with a fixed batch N (``python -m export --batch N``).
@@ -126,6 +177,7 @@ class FixedBatch:
 
     def __init__(self, backend, size: int):
         self.backend, self.size, self.name = backend, size, backend.name
+        self.close = backend.close
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         n, total = self.size, len(inputs[0])
@@ -141,15 +193,28 @@ class FixedBatch:
         return [np.concatenate(per_output) for per_output in zip(*pieces)]
 
 
-BACKENDS = {"paddle": PaddleBackend, "onnxruntime": OnnxBackend}
+BACKENDS = {"paddle": PaddleBackend, "onnxruntime": OnnxBackend, "openvino": OpenVinoBackend}
+PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # backend -> the package it imports
 
 
-def create_backend(bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
-    """The backend ``settings["BACKEND"]`` names, loaded for ``bundle`` and run on each ``warmup`` batch.
+def missing_package(backend: str) -> str | None:
+    """Why ``backend`` cannot run in this Python (its package does not import), or None when it can."""
+    if backend not in PACKAGES:
+        return None
+    try:
+        importlib.import_module(PACKAGES[backend])
+    except ImportError as exc:
+        return f"the {PACKAGES[backend]} package is not installed (pip install -r requirements.txt): {exc}"
+    return None
+
+
+def create_backend(bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]], backend: str | None = None):
+    """The backend named ``backend`` (default: ``settings["BACKEND"]``), loaded for ``bundle`` and run on each
+    ``warmup`` batch.
 
     The warm-up batches go to the backend as they are, so for a fixed-batch bundle they must have
     its batch size (``registry.dummy_inputs`` makes them so); requests then pass through ``FixedBatch``.
     """
-    backend = BACKENDS[settings["BACKEND"]](bundle, settings, warmup)
+    made = BACKENDS[backend or settings["BACKEND"]](bundle, settings, warmup)
     size = bundle.fixed_batch
-    return FixedBatch(backend, size) if size else backend
+    return FixedBatch(made, size) if size else made

@@ -22,7 +22,7 @@ DEFAULTS: dict = {
     "IR_OPTIM": True,              # Paddle graph optimisation passes (fusions)
     "MEMORY_OPTIM": False,         # buffer reuse; fails to load PIR bundles in Paddle 3.3.1 (docs/SERVING.md)
     "TENSORRT": False,             # GPU only: run supported subgraphs with TensorRT
-    "BACKEND": "paddle",           # paddle | onnxruntime
+    "BACKEND": "auto",             # auto: the fastest that matches Paddle Inference | paddle | onnxruntime | openvino
     "POOL_SIZE": 4,                # predictors per model (clones); set it to the server's threads
     "POOL_TIMEOUT_S": 30.0,        # a request waits this long for a free predictor, then gets a 503
     "MAX_BODY_MB": 10.0,           # larger requests get a 413
@@ -37,7 +37,7 @@ DEFAULTS: dict = {
     "WORKERS": 2,                  # worker processes
     "GUNICORN_THREADS": 1,         # HTTP threads per worker (and, unless POOL_SIZE is set, predictors per model)
 }
-CHOICES = {"DEVICE": ("cpu", "gpu"), "BACKEND": ("paddle", "onnxruntime")}
+CHOICES = {"DEVICE": ("cpu", "gpu"), "BACKEND": ("auto", "paddle", "onnxruntime", "openvino")}
 
 
 def current() -> dict:
@@ -87,7 +87,8 @@ FLAGS: list[tuple[str, dict, str]] = [
      "--threads, which are HTTP threads"),
     ("--mkldnn", {"action": argparse.BooleanOptionalAction}, "oneDNN on CPU"),
     ("--max-body-mb", {"type": float}, "request size limit, 413 above"),
-    ("--backend", {"choices": CHOICES["BACKEND"]}, "inference engine"),
+    ("--backend", {"choices": CHOICES["BACKEND"]}, "inference engine; auto: per model, the fastest of those "
+     "that give Paddle Inference's answers on the bundle's samples (docs/SERVING.md, Backends)"),
     ("--pool-size", {"type": int}, "predictors per model, one per concurrent request"),
     ("--dynamic-batching", {"action": argparse.BooleanOptionalAction}, "combine concurrent requests into one "
      "predictor call"),

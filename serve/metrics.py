@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route and status, latency, in-flight requests, batch sizes, model state.
+"""Prometheus metrics: requests by route and status, latency, in-flight requests, batch sizes, model state
+and the backend each model runs on.
 
 Under gunicorn each worker is a process with its own counters. When PROMETHEUS_MULTIPROC_DIR is
 set (serve/gunicorn_conf.py sets it), prometheus-client writes them to files in that folder and
@@ -48,6 +49,10 @@ class Metrics:
         self._lock = threading.Lock()
         self.state = Gauge("serve_model_state", "Model load state: 0 loading, 1 ready, -1 refused",
                            ["model", "version"], registry=r, multiprocess_mode="livemin")
+        # Under gunicorn each worker chooses for itself; "livemax": 1 for a backend any live worker chose.
+        self.backend = Gauge("serve_model_backend", "1 for the backend serving the model, 0 for the other "
+                             "candidates that loaded and matched Paddle Inference", ["model", "version", "backend"],
+                             registry=r, multiprocess_mode="livemax")
 
     def track(self, delta: int) -> None:
         """Count a request in (+1) or out (-1)."""
@@ -57,6 +62,12 @@ class Metrics:
 
     def model_state(self, name: str, version: str, state: str) -> None:
         self.state.labels(name, version).set(STATE_VALUE[state])
+
+    def model_backends(self, name: str, version: str, rows: list[dict]) -> None:
+        """The chosen backend 1, the other candidates that passed parity 0 (serve/autoselect.py's table)."""
+        for row in rows:
+            if row["chosen"] or row["passed"]:
+                self.backend.labels(name, version, row["backend"]).set(1 if row["chosen"] else 0)
 
     def exposition(self) -> bytes:
         """The text format: all workers' values in multiprocess mode, else this process's."""

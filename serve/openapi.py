@@ -94,6 +94,8 @@ def document() -> dict:
     name, version = _path_param("name"), _path_param("version")
     model_meta = _op("Model metadata (V2)", {**_ok("Inputs and outputs"), **_errors(404, 503, v2=True)})
     model_ready = _op("Model readiness (V2)", {**_ok("Ready"), **_errors(404, 503, v2=True)})
+    model_stats = _op("Backends tried for the model: parity with Paddle Inference, batch-1 and batch-N median "
+                      "times, the one chosen", {**_ok("The table"), **_errors(404, 503, v2=True)})
     infer = _op("Inference (V2; JSON tensors, or binary with Inference-Header-Content-Length)",
                 {**_ok("Output tensors"), **_errors(400, 404, 413, 415, 422, 503, v2=True)}, _infer_body())
     return {
@@ -116,6 +118,8 @@ def document() -> dict:
             "/v2/models/{name}/versions/{version}": {"get": {**model_meta, "parameters": [name, version]}},
             "/v2/models/{name}/ready": {"get": {**model_ready, "parameters": [name]}},
             "/v2/models/{name}/versions/{version}/ready": {"get": {**model_ready, "parameters": [name, version]}},
+            "/v2/models/{name}/stats": {"get": {**model_stats, "parameters": [name]}},
+            "/v2/models/{name}/versions/{version}/stats": {"get": {**model_stats, "parameters": [name, version]}},
             "/v2/models/{name}/infer": {"post": {**infer, "parameters": [name]}},
             "/v2/models/{name}/versions/{version}/infer": {"post": {**infer, "parameters": [name, version]}},
             "/metrics": {"get": _op("Prometheus metrics", _ok("Text exposition", {"type": "string"}, "text/plain"))},

@@ -3,7 +3,8 @@
 ``DIR/<name>/`` is a bundle (version 1), or holds numbered version folders ``DIR/<name>/1/``,
 ``2/``...; the highest number is the default version. Discovery reads each bundle's YAML only
 (fast, so routes know every model at once); the loader thread then checks the sha256 sums,
-builds the backend and runs a few dummy batches. Until that is done a model answers 503, and a
+builds the backend (with ``--backend auto``, the fastest of those that match Paddle Inference:
+serve/autoselect.py) and runs a few dummy batches. Until that is done a model answers 503, and a
 bundle that fails any step is refused with a log line and reports the reason, while the others serve.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from flask import current_app
 
 from common.bundle import CONFIG_FILE, MANIFEST_FILE, Bundle, read_bundle
 
-from .backends import create_backend
+from . import autoselect
 from .batching import DynamicBatcher
 from .errors import ApiError
 from .pipelines import pipeline_for
@@ -42,7 +43,8 @@ class ModelVersion:
     bundle: Bundle | None = None
     pipeline: object = None  # the friendly API's DigitPipeline / FeaturePipeline, None: V2 only
     runner: object = None  # a backend, or a DynamicBatcher around one
-    platform: str = ""
+    platform: str = ""  # the backend serving it: paddle_inference, onnxruntime, openvino, paddle_tensorrt
+    selection: dict | None = None  # how that backend was chosen, the table of candidates (GET .../stats)
 
     @property
     def kind(self) -> str | None:
@@ -156,7 +158,7 @@ class Registry:
             warmup = [dummy_inputs(mv.bundle, mv.bundle.fixed_batch or 1)] * self.settings["WARMUP_BATCHES"]
             if self.settings["DYNAMIC_BATCHING"]:
                 warmup.append(dummy_inputs(mv.bundle, max_batch))
-            backend = create_backend(mv.bundle, self.settings, warmup)
+            backend, mv.selection = autoselect.select(mv.bundle, self.settings, warmup, max_batch)
             mv.runner, mv.platform = backend, backend.name
             if self.settings["DYNAMIC_BATCHING"]:
                 mv.runner = DynamicBatcher(backend, max_batch, self.settings["MAX_DELAY_MS"],
@@ -166,6 +168,9 @@ class Registry:
             self._refuse(mv, exc)
             return
         mv.state = READY
+        log.info("model %r version %s backends (%s; parity on %s):\n  %s", mv.name, mv.version,
+                 mv.selection["selected_by"], mv.selection.get("parity_inputs", "-"),
+                 "\n  ".join(autoselect.table_lines(mv.selection)))
         log.info("model %r version %s ready (%s, %s, %.2f s)", mv.name, mv.version, mv.kind or "V2 only",
                  mv.platform, time.perf_counter() - started)
 
@@ -176,6 +181,8 @@ class Registry:
     def _report(self, mv: ModelVersion) -> None:
         if self.metrics:
             self.metrics.model_state(mv.name, mv.version, mv.state)
+            if mv.selection:
+                self.metrics.model_backends(mv.name, mv.version, mv.selection["backends"])
 
     def _batch_observer(self, mv: ModelVersion):
         return (lambda n: self.metrics.batch_size.labels(mv.name).observe(n)) if self.metrics else None

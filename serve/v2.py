@@ -122,6 +122,15 @@ def model_ready(name: str, version: str | None = None):
     return jsonify(name=name, version=mv.version, ready=True)
 
 
+@bp.get("/models/<name>/stats")
+@bp.get("/models/<name>/versions/<version>/stats")
+def model_stats(name: str, version: str | None = None):
+    """Which backend serves the model and why: each candidate's parity with Paddle Inference and its
+    median batch-1 and batch-N times (serve/autoselect.py); 503 while loading or if refused."""
+    mv, _ = lookup(name, version, need_ready=True)
+    return jsonify(name=name, version=mv.version, platform=mv.platform, **mv.selection)
+
+
 # ---- inference: reading the request ------------------------------------------------------------------
 
 

@@ -94,7 +94,8 @@ def test_mnist_bundle_contents(mnist_bundle, mnist_checkpoint):
     assert info["PostProcess"]["label_list"] == [str(d) for d in range(10)]
     assert "transform_ops" in info["PreProcess"]
     assert m["format"] == BUNDLE_FORMAT
-    assert set(m["files"]) == {"inference.json", "inference.pdiparams", "inference.yml"}
+    assert set(m["files"]) == {"inference.json", "inference.pdiparams", "inference.yml", "inference.onnx",
+                               "samples.npz"}
     src = m["source_checkpoint"]
     assert src["sha256"] == sha256_file(mnist_checkpoint) and src["epoch"] == src["best_epoch"]
     assert src["metrics"]["test_acc"] > 0.98 and "val_acc" in src["metrics"]

@@ -294,7 +294,9 @@ def test_server_metadata_and_liveness(dev):
 
 def test_model_metadata_and_versions(dev):
     meta = dev.get("/v2/models/mnist").json()
-    assert meta["versions"] == ["1", "2"] and meta["platform"] == "paddle_inference"
+    assert meta["versions"] == ["1", "2"]
+    assert meta["platform"] == next(r["backend"] for r in dev.get("/v2/models/mnist/stats").json()["backends"]
+                                    if r["chosen"])  # --backend auto's choice (tests/test_backends.py)
     assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}]
     assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
     assert dev.get("/v2/models/mnist/versions/1").json()["name"] == "mnist"
@@ -569,7 +571,7 @@ def test_openapi_describes_every_route(dev):
               ("/predict/digit", "post"), ("/predict/house", "post"), ("/", "get"), ("/metrics", "get"),
               ("/openapi.json", "get"), ("/v2/health/ready", "get"), ("/v2/health/live", "get"), ("/v2", "get")}
     assert routes <= documented
-    assert len(documented) == 14
+    assert len(documented) == 16
 
 
 def concurrent_same_as_sequential(server, digits, workers: int = 8) -> None:
@@ -677,13 +679,13 @@ def test_dynamic_batcher_timeout_is_503_busy():
 
 
 @pytest.fixture(scope="module")
-def onnx_server(mnist_checkpoint, housing_bundle, tmp_path_factory):
-    """--backend onnxruntime: the digits bundle has inference.onnx, the housing one has not."""
+def onnx_server(mnist_checkpoint, housing_checkpoint, tmp_path_factory):
+    """--backend onnxruntime: the digits bundle has inference.onnx, the housing one has not (--no-onnx)."""
     from export import export_checkpoint
 
     root = tmp_path_factory.mktemp("onnx-models")
     export_checkpoint(mnist_checkpoint, root / "mnist", onnx=True)
-    shutil.copytree(housing_bundle, root / "housing")
+    export_checkpoint(housing_checkpoint, root / "housing", onnx=False)
     server = Server([sys.executable, "-m", "serve", "--models", str(root), "--port", "{port}", "--backend", "onnxruntime"],
                     root.parent / "onnx-server.log")
     try:
