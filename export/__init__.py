@@ -31,7 +31,7 @@ def __getattr__(name: str):
 
         return getattr(pipeline, name)
     if name == "check_bundle":
-        from .parity import check_bundle
+        from .pipeline import check_bundle
 
         return check_bundle
     raise AttributeError(f"module 'export' has no attribute {name!r}")

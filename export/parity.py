@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from common.bundle import PREFIX, BundleError, PredictorRunner, create_predictor, graph_file, openvino_model, \
-    openvino_run, read_bundle
+from common.bundle import PREFIX, PredictorRunner, create_predictor, graph_file, openvino_model, openvino_run
 
 from . import ExportError
 
@@ -190,27 +189,3 @@ def openvino_parity(plan, folder: Path, batch: int | None) -> dict:
         return {"runtime": "openvino", "skipped": f"openvino is not installed ({exc})", "passed": None}
     request = openvino_model(folder / f"{PREFIX}.onnx").create_infer_request()
     return runtime_parity(plan, folder, batch, lambda parts: openvino_run(request, parts), "openvino")
-
-
-# ---- re-checking an existing bundle ---------------------------------------------------------------
-
-
-def check_bundle(bundle_dir: str | Path, checkpoint: str | Path, *, data_dir: str | None = None,
-                 verify: bool = True) -> dict:
-    """Re-run the parity check of an existing bundle against its checkpoint; returns the figures.
-
-    With ``verify`` the sha256 checksums are checked first (an altered file fails there); with
-    ``verify=False`` the numbers alone must catch it. Raises ExportError when anything differs.
-    """
-    from .pipeline import plan_from_checkpoint
-
-    try:
-        bundle = read_bundle(bundle_dir, verify=verify)
-    except BundleError as exc:
-        raise ExportError(str(exc)) from exc
-    plan = plan_from_checkpoint(checkpoint, data_dir)
-    if (bundle.task, bundle.model_name) != (plan.task, plan.name):
-        raise ExportError(f"{bundle_dir} holds {bundle.task}/{bundle.model_name}, the checkpoint {plan.task}/{plan.name}")
-    figures = run_parity(plan, bundle.path, bundle.fixed_batch)
-    require(figures, f"{bundle_dir}")
-    return figures

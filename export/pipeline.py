@@ -450,3 +450,24 @@ def write_manifest(folder: Path, plan: Plan, fmt: str, batch: int | None, figure
     atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
     return manifest
 
+
+# ---- re-checking an existing bundle ---------------------------------------------------------------
+
+
+def check_bundle(bundle_dir: str | Path, checkpoint: str | Path, *, data_dir: str | None = None,
+                 verify: bool = True) -> dict:
+    """Re-run the parity check of an existing bundle against its checkpoint; returns the figures.
+
+    With ``verify`` the sha256 checksums are checked first (an altered file fails there); with
+    ``verify=False`` the numbers alone must catch it. Raises ExportError when anything differs.
+    """
+    try:
+        bundle = read_bundle(bundle_dir, verify=verify)
+    except BundleError as exc:
+        raise ExportError(str(exc)) from exc
+    plan = plan_from_checkpoint(checkpoint, data_dir)
+    if (bundle.task, bundle.model_name) != (plan.task, plan.name):
+        raise ExportError(f"{bundle_dir} holds {bundle.task}/{bundle.model_name}, the checkpoint {plan.task}/{plan.name}")
+    figures = parity.run_parity(plan, bundle.path, bundle.fixed_batch)
+    parity.require(figures, f"{bundle_dir}")
+    return figures

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="folder with the test data (default: the checkpoint's data_dir)")
     p.add_argument("--no-checksums", action="store_true", help="skip the sha256 check: let the numbers speak")
     args = p.parse_args(argv)
-    from .parity import check_bundle
+    from .pipeline import check_bundle
 
     try:
         parity = check_bundle(args.bundle, args.checkpoint, data_dir=args.data_dir, verify=not args.no_checksums)

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS, BUNDLES = Path("runs/quickstart"), Path("bundles")

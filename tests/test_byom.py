@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import paddle
 import pytest
-import requests
 import yaml
 from paddle.static import InputSpec
 
