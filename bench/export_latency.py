@@ -1,4 +1,4 @@
-"""Latency of an exported digit model: dygraph vs Paddle Inference vs onnxruntime, CPU.
+"""Latency of an exported digit model: dygraph vs Paddle Inference vs onnxruntime vs OpenVINO, CPU.
 
     nice python -m bench.export_latency [--checkpoint PATH ...] [--data-dir DIR]
 
@@ -7,7 +7,9 @@ weights do not change latency), exports a bundle with ONNX, then times one call 
 at batch 64 for: the dygraph model (1 and 2 math threads), the paddle.inference predictor
 (oneDNN on/off x 1 and 2 threads) and onnxruntime (1 and 2 intra-op threads). A call is what a
 server does per request: numpy in, numpy out. Median and p90 over many repetitions, after warm-up.
-A second table splits the batch-1 call into its parts, to explain the first.
+Then every documented Paddle Inference switch, one at a time, with its parity against the default,
+and a table splitting the batch-1 call into its parts. Refuses to write when the load average at the
+start is above 0.5 (other work would be measured too), unless --allow-busy.
 Writes the ``export_latency`` section of docs/BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ if str(ROOT) not in sys.path:
 REPEATS = {1: 400, 64: 60}  # per setting; batch 64 calls take ~20x longer
 WARMUP = {1: 30, 64: 5}
 MODELS = ("cnn", "course_cnn")
+MAX_START_LOAD = 0.5  # 1-minute load average above which the figures are not written
 
 
 def parse_args(argv=None):
@@ -37,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="MNIST folder for "
                    "training the default checkpoints and for the parity check (default ../shared/data)")
     p.add_argument("--no-write", action="store_true", help="print the tables, leave docs/BENCHMARKS.md alone")
+    p.add_argument("--allow-busy", action="store_true", help=f"write even when the load average at the start is "
+                   f"above {MAX_START_LOAD} (the section then says so in bold)")
     return p.parse_args(argv)
 
 
@@ -79,7 +84,7 @@ def runners(bundle: Path, checkpoint: Path):
     import paddle
     import paddle.base.core as core
 
-    from common.bundle import PredictorRunner, create_predictor
+    from common.bundle import PredictorRunner, create_predictor, openvino_model, openvino_run
     from export.parity import onnx_session
     from export.pipeline import plan_from_checkpoint
 
@@ -104,8 +109,12 @@ def runners(bundle: Path, checkpoint: Path):
         name = sess.get_inputs()[0].name
         return lambda x: sess.run(None, {name: x})[0]
 
+    def ov(threads):
+        request = openvino_model(bundle / "inference.onnx", threads=threads).create_infer_request()
+        return lambda x: openvino_run(request, [x])[0]
+
     return [("dygraph", "", dygraph), ("paddle.inference", "oneDNN on", predictor(True)),
-            ("paddle.inference", "oneDNN off", predictor(False)), ("onnxruntime", "", ort)]
+            ("paddle.inference", "oneDNN off", predictor(False)), ("onnxruntime", "", ort), ("openvino", "", ov)]
 
 
 def measure(name: str, bundle: Path, checkpoint: Path, images: dict) -> list[dict]:
@@ -119,6 +128,66 @@ def measure(name: str, bundle: Path, checkpoint: Path, images: dict) -> list[dic
             rows.append(row)
             print(row, flush=True)
     return rows
+
+
+def paddle_settings(bundle: Path, images: dict) -> list[dict]:
+    """Every documented Paddle Inference switch, one at a time, 1 thread: batch-1 and batch-64 median
+    ms, and the largest output difference from the default setting (parity must stay within 1e-5)."""
+    import paddle
+    from paddle import inference
+
+    from common.bundle import PredictorRunner, predictor_config
+
+    def level(n):
+        return lambda c: c.set_optimization_level(n)
+
+    variants = [("default: oneDNN, IR optimisation, new executor", True, None, {}),
+                ("oneDNN off", False, None, {}),
+                ("IR optimisation off", True, lambda c: c.switch_ir_optim(False), {}),
+                ("oneDNN cache capacity 10", True, lambda c: c.set_mkldnn_cache_capacity(10), {}),
+                ("new executor off", True, lambda c: c.enable_new_executor(False), {}),
+                ("executor runs ops serially (FLAGS_new_executor_serial_run)", True, None,
+                 {"FLAGS_new_executor_serial_run": True}),
+                ("no feed/fetch ops (switch_use_feed_fetch_ops(False))", True,
+                 lambda c: c.switch_use_feed_fetch_ops(False), {})]
+    if hasattr(inference.Config, "set_optimization_level"):
+        variants += [(f"optimization level {n}", True, level(n), {}) for n in (0, 1, 2, 3)]
+    rows, reference = [], None
+    for label, mkldnn, tweak, flags in variants:
+        row = {"setting": label}
+        try:
+            if flags:
+                paddle.set_flags(flags)
+            config = predictor_config(bundle, threads=1, mkldnn=mkldnn)
+            if tweak:
+                tweak(config)
+            runner = PredictorRunner(inference.create_predictor(config))
+            outputs = runner.run(images[64])[0]
+            reference = outputs if reference is None else reference
+            row["max_abs_diff"] = float(np.abs(outputs - reference).max())
+            for batch, x in images.items():
+                row[batch] = timings(lambda: runner.run(x), batch)
+        except Exception as exc:  # noqa: BLE001  a switch this build refuses is a finding, not a crash
+            row["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:120]}"
+        finally:
+            if flags:
+                paddle.set_flags({k: False for k in flags})
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def settings_table(name: str, rows: list[dict], dygraph_ms: float) -> str:
+    lines = [f"Paddle Inference switches, {name}, 1 thread (dygraph batch 1: {dygraph_ms:.3f} ms):", "",
+             "| setting | batch 1 median (ms) | batch 64 median (ms) | dygraph / this, batch 1 | max diff vs default |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['setting']} | refused: {r['error']} | | | |")
+        else:
+            lines.append(f"| {r['setting']} | {r[1][0]:.3f} | {r[64][0]:.2f} | {dygraph_ms / r[1][0]:.2f}x | "
+                         f"{r['max_abs_diff']:.1e} |")
+    return "\n".join(lines)
 
 
 def breakdown(bundle: Path, checkpoint: Path, x: np.ndarray) -> dict:
@@ -166,7 +235,7 @@ def main(argv=None) -> int:
     from export import export_checkpoint
 
     images = test_images(args.data_dir)
-    rows, parts, start_load = [], {}, os.getloadavg()[0]
+    rows, parts, switches, start_load = [], {}, [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="export-latency-") as tmp:
         if args.checkpoint:
             checkpoints = [Path(c) for c in args.checkpoint]
@@ -177,14 +246,24 @@ def main(argv=None) -> int:
             name = read_bundle(bundle).model_name
             rows += measure(name, bundle, ckpt, images)
             parts[name] = breakdown(bundle, ckpt, images[1])
-    load = f"{start_load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
-    body = table(rows) + "\n\n" + explain(rows, parts, load)
+            dygraph_ms = next(r[1][0] for r in rows if r["model"] == name and r["runtime"] == "dygraph"
+                              and r["threads"] == 1)
+            switches.append(settings_table(name, paddle_settings(bundle, images), dygraph_ms))
+    load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+    body = table(rows) + "\n\n" + "\n\n".join(switches) + "\n\n" + explain(rows, parts, load)
     print(body)
+    if start_load > MAX_START_LOAD and not args.allow_busy:
+        print(f"NOT WRITTEN: the load average was {start_load:.2f} at the start (> {MAX_START_LOAD}); "
+              "figures from a busy machine are worse than none. Stop other work and run again.", flush=True)
+        return 1
+    if start_load > MAX_START_LOAD:
+        body = (f"**BUSY MACHINE: load average {start_load:.2f} at the start; these figures are not "
+                "comparable with a quiet run.**\n\n" + body)
     if not args.no_write:
         from bench.report import update_section
 
         command = "nice python -m bench.export_latency" + "".join(f" --checkpoint {c}" for c in args.checkpoint or [])
-        update_section("export_latency", "Export: dygraph vs Paddle Inference vs onnxruntime latency (CPU)",
+        update_section("export_latency", "Export: dygraph vs Paddle Inference vs onnxruntime vs OpenVINO latency (CPU)",
                        command, body)
     return 0
 
