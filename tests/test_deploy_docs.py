@@ -348,8 +348,9 @@ def test_ai_studio_requirements_cover_the_notebook():
     pinned = requirement_names(ROOT / "requirements.txt")
     assert listed <= pinned, f"not in requirements.txt: {listed - pinned}"
     owners = md.packages_distributions()
-    # Opt-in extras: --log visualdl, --onnx / --backend onnxruntime; Jupyter brings IPython itself.
-    extras = {"visualdl", "paddle2onnx", "onnx", "onnxruntime", "ipython"}
+    # Opt-in extras: --log visualdl; the ONNX file and its runtimes (export and --backend auto skip them,
+    # with a note, when they are not installed); Jupyter brings IPython itself.
+    extras = {"visualdl", "paddle2onnx", "onnx", "onnxruntime", "openvino", "ipython"}
     provided = dependency_closure(listed | {"paddlepaddle"}) | extras
     needed = {re.sub(r"[-_.]+", "-", owners[m][0]).lower() for m in third_party_imports() if m in owners}
     assert needed <= provided, f"imported, but neither listed nor brought by Paddle: {needed - provided}"
