@@ -46,7 +46,14 @@ def select(bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]], batch
     batch_big = [x[np.arange(batch_n) % len(x)] for x in inputs]  # the sample rows, repeated to batch_n
     for batch, column in (([x[:1] for x in inputs], "batch_1_median_us"), (batch_big, "batch_n_median_us")):
         for name, micros in median_micros(built, batch).items():
-            by_name[name][column] = round(micros, 1)
+            if isinstance(micros, Exception):  # ran the samples, not this batch size: it cannot serve
+                by_name[name].update(passed=False, reason=f"failed at batch {len(batch[0])}: {_text(micros)}")
+                built.pop(name).close()
+            else:
+                by_name[name][column] = round(micros, 1)
+    if not built:
+        raise RuntimeError(f"no backend ran batches of 1 and {batch_n}: "
+                           + "; ".join(f"{r['backend']}: {r['reason']}" for r in rows))
     # The batch the server will mostly run: the batcher's size with dynamic batching, else single requests.
     key, decisive = ("batch_n_median_us", batch_n) if settings["DYNAMIC_BATCHING"] else ("batch_1_median_us", 1)
     winner = min(built, key=lambda name: by_name[name][key])
@@ -90,12 +97,15 @@ def _try(name: str, bundle: Bundle, settings: dict, warmup, inputs, expected, to
     if why := unavailable(name, bundle, settings):
         return _row(name, reason=why), None
     kind, options = ("paddle", {**settings, "TENSORRT": True}) if name == "paddle_tensorrt" else (name, settings)
+    backend = None
     try:
         backend = create_backend(bundle, options, warmup, kind)
         outputs = backend.run(inputs)
         figures = [tolerance.compare(e, o) for e, o in zip(expected, outputs, strict=True)]
     except Exception as exc:  # noqa: BLE001  a candidate that cannot load or run is a row, not a refused model
-        return _row(name, passed=False, reason=f"failed to load or run: {type(exc).__name__}: {str(exc)[:300]}"), None
+        if backend is not None:
+            backend.close()
+        return _row(name, passed=False, reason=f"failed to load or run: {_text(exc)}"), None
     worst = max(f["max_abs_diff"] for f in figures)
     if all(f["passed"] for f in figures):
         return _row(name, passed=True, max_abs_diff=worst), backend
@@ -129,17 +139,26 @@ def parity_inputs(bundle: Bundle) -> tuple[list[np.ndarray], str]:
     return zeros, f"{why}: {len(zeros[0])} rows of zeros (a weak check; re-export to get samples)"
 
 
-def median_micros(backends: dict, inputs: list[np.ndarray]) -> dict[str, float]:
-    """Median microseconds of ``REPEATS`` calls of each backend on ``inputs``, the backends taking turns."""
-    for backend in backends.values():
-        backend.run(inputs)  # untimed: the first call at a new size allocates
-    times: dict[str, list[float]] = {name: [] for name in backends}
+def median_micros(backends: dict, inputs: list[np.ndarray]) -> dict[str, float | Exception]:
+    """Median microseconds of ``REPEATS`` calls of each backend on ``inputs``, the backends taking turns;
+    the error instead for a backend whose first, untimed call at this size fails."""
+    failed = {}
+    for name, backend in backends.items():
+        try:
+            backend.run(inputs)  # untimed: the first call at a new size allocates
+        except Exception as exc:  # noqa: BLE001  reported in the table; the others are still timed
+            failed[name] = exc
+    times: dict[str, list[float]] = {name: [] for name in backends if name not in failed}
     for _ in range(REPEATS):
-        for name, backend in backends.items():
+        for name in times:
             started = time.perf_counter()
-            backend.run(inputs)
+            backends[name].run(inputs)
             times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(t) * 1e6 for name, t in times.items()}
+    return {**{name: statistics.median(t) * 1e6 for name, t in times.items()}, **failed}
+
+
+def _text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def table_lines(report: dict) -> list[str]:

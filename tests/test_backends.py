@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -238,6 +239,42 @@ def test_gunicorn_auto_with_dynamic_batching(models, mnist_bundle, tmp_path):
         assert f'backend="{chosen["backend"]}",model="mnist",version="1"}} 1.0' in server.get("/metrics").text
     finally:
         server.stop()
+
+
+class Stub:
+    """A stand-in backend: sleeps ``seconds[batch]`` (default ``seconds[1]``), answers the row sums."""
+
+    def __init__(self, name: str, seconds: dict, fail_at: int | None = None):
+        self.name, self.seconds, self.fail_at, self.closed = name, seconds, fail_at, False
+
+    def run(self, inputs):
+        if len(inputs[0]) == self.fail_at:
+            raise RuntimeError("no kernel for this shape")
+        time.sleep(self.seconds.get(len(inputs[0]), self.seconds[1]))
+        return [inputs[0].sum(axis=1, keepdims=True)]
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("dynamic_batching,winner", [(False, "onnxruntime"), (True, "paddle_inference")])
+def test_auto_picks_the_fastest_at_the_batch_it_will_run(housing_bundle, monkeypatch, dynamic_batching, winner):
+    """serve.autoselect.select with stand-ins: the fastest at batch 1 (or at the batcher's size with dynamic
+    batching) serves, the others are closed, one that fails at a batch size is a failed row."""
+    from serve import autoselect
+    from serve.config import DEFAULTS
+
+    stubs = {"paddle": Stub("paddle_inference", {1: 0.005, 16: 0.001}),
+             "onnxruntime": Stub("onnxruntime", {1: 0.0005, 16: 0.01}),
+             "openvino": Stub("openvino", {1: 0.0}, fail_at=16)}
+    monkeypatch.setattr(autoselect, "create_backend", lambda bundle, settings, warmup, name=None: stubs[name])
+    settings = {**DEFAULTS, "BACKEND": "auto", "DYNAMIC_BATCHING": dynamic_batching}
+    chosen, report = autoselect.select(read_bundle(housing_bundle), settings, [], 16)
+    rows = rows_by_backend(report)
+    assert chosen is stubs["paddle" if winner == "paddle_inference" else winner] and rows[winner]["chosen"]
+    assert [name for name, stub in stubs.items() if stub.closed] == [n for n in stubs if stubs[n] is not chosen]
+    assert rows["openvino"]["passed"] is False
+    assert rows["openvino"]["reason"] == "failed at batch 16: RuntimeError: no kernel for this shape"
 
 
 # ---- forced backends that cannot run -----------------------------------------------------------
