@@ -120,6 +120,12 @@ class Bundle:
         """The graph's outputs in fetch order: ``{name, shape, dtype}`` each."""
         return self.info["Outputs"]
 
+    def zeros(self, rows: int = 1) -> list:
+        """Zeros shaped like each input, batch ``rows`` and 1 for any other dimension declared -1
+        (warm-up batches; parity inputs of last resort)."""
+        return [np.zeros([rows] + [1 if d == -1 else d for d in t["shape"][1:]], dtype=t["dtype"])
+                for t in self.inputs]
+
     @property
     def fixed_batch(self) -> int | None:
         """N for a graph exported with a fixed batch size N, None when any batch size goes (-1)."""

@@ -134,8 +134,7 @@ def parity_inputs(bundle: Bundle) -> tuple[list[np.ndarray], str]:
         why = "no samples.npz in the bundle"
     if samples is not None:
         return samples, f"samples.npz, {len(samples[0])} rows"
-    shape = [(bundle.fixed_batch or DUMMY_ROWS)]
-    zeros = [np.zeros(shape + [1 if d == -1 else d for d in t["shape"][1:]], t["dtype"]) for t in bundle.inputs]
+    zeros = bundle.zeros(bundle.fixed_batch or DUMMY_ROWS)
     return zeros, f"{why}: {len(zeros[0])} rows of zeros (a weak check; re-export to get samples)"
 
 

@@ -95,6 +95,21 @@ class PaddleBackend:
             self.jobs.put(None)
 
 
+def require_onnx(bundle: Bundle, backend: str):
+    """The bundle's inference.onnx, or a BundleError saying how to get one."""
+    if bundle.onnx_file is None:
+        raise BundleError(f"{bundle.path} has no inference.onnx, needed by --backend {backend}; export it with "
+                          "`python -m export` (without --no-onnx) or serve it with --backend paddle")
+    return bundle.onnx_file
+
+
+def check_arity(bundle: Bundle, inputs: int, outputs: int) -> None:
+    """Refuse an ONNX graph whose inputs or outputs do not match what inference.yml declares."""
+    if inputs != len(bundle.inputs) or outputs != len(bundle.outputs):
+        raise BundleError(f"{bundle.onnx_file} has {inputs} inputs and {outputs} outputs; inference.yml declares "
+                          f"{len(bundle.inputs)} and {len(bundle.outputs)}")
+
+
 class OnnxBackend:
     """An onnxruntime session on the bundle's inference.onnx."""
 
@@ -103,22 +118,17 @@ class OnnxBackend:
     def __init__(self, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
         import onnxruntime as ort
 
-        if bundle.onnx_file is None:
-            raise BundleError(f"{bundle.path} has no inference.onnx, needed by --backend onnxruntime; "
-                              "export it with `python -m export` (without --no-onnx) or serve it with --backend paddle")
+        onnx_file = require_onnx(bundle, self.name)
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings["THREADS"]
         options.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
         if settings["DEVICE"] == "gpu":
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(bundle.onnx_file), options, providers=providers)
+        self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
         # paddle2onnx keeps the graph's feed and fetch order, which is the order the bundle declares.
         self.input_names = [i.name for i in self.session.get_inputs()]
-        if len(self.input_names) != len(bundle.inputs) or len(self.session.get_outputs()) != len(bundle.outputs):
-            raise BundleError(f"{bundle.onnx_file} has {len(self.input_names)} inputs and "
-                              f"{len(self.session.get_outputs())} outputs; inference.yml declares "
-                              f"{len(bundle.inputs)} and {len(bundle.outputs)}")
+        check_arity(bundle, len(self.input_names), len(self.session.get_outputs()))
         for inputs in warmup:  # the first runs allocate buffers
             self.run(inputs)
 
@@ -136,13 +146,9 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
-        if bundle.onnx_file is None:
-            raise BundleError(f"{bundle.path} has no inference.onnx, needed by --backend openvino; "
-                              "export it with `python -m export` (without --no-onnx) or serve it with --backend paddle")
-        compiled = openvino_model(bundle.onnx_file, threads=settings["THREADS"], streams=settings["POOL_SIZE"])
-        if len(compiled.inputs) != len(bundle.inputs) or len(compiled.outputs) != len(bundle.outputs):
-            raise BundleError(f"{bundle.onnx_file} has {len(compiled.inputs)} inputs and {len(compiled.outputs)} "
-                              f"outputs; inference.yml declares {len(bundle.inputs)} and {len(bundle.outputs)}")
+        compiled = openvino_model(require_onnx(bundle, self.name), threads=settings["THREADS"],
+                                  streams=settings["POOL_SIZE"])
+        check_arity(bundle, len(compiled.inputs), len(compiled.outputs))
         self.timeout = settings["POOL_TIMEOUT_S"]
         self.requests: queue.Queue = queue.Queue()
         for _ in range(settings["POOL_SIZE"]):
@@ -213,7 +219,7 @@ def create_backend(bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]
     ``warmup`` batch.
 
     The warm-up batches go to the backend as they are, so for a fixed-batch bundle they must have
-    its batch size (``registry.dummy_inputs`` makes them so); requests then pass through ``FixedBatch``.
+    its batch size (``Bundle.zeros`` makes them so); requests then pass through ``FixedBatch``.
     """
     made = BACKENDS[backend or settings["BACKEND"]](bundle, settings, warmup)
     size = bundle.fixed_batch

@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from flask import current_app
 
 from common.bundle import CONFIG_FILE, MANIFEST_FILE, Bundle, read_bundle
@@ -98,13 +96,6 @@ def discover(root: Path) -> dict[str, Model]:
     return models
 
 
-def dummy_inputs(bundle: Bundle, size: int = 1) -> list[np.ndarray]:
-    """Zeros shaped like each of the bundle's inputs: batch ``size`` (a fixed-batch bundle's own N),
-    and 1 for any other dimension declared -1."""
-    return [np.zeros([size] + [1 if d == -1 else d for d in t["shape"][1:]], dtype=t["dtype"])
-            for t in bundle.inputs]
-
-
 def current() -> "Registry":
     """The registry of the app handling this request."""
     return current_app.extensions["registry"]
@@ -155,9 +146,9 @@ class Registry:
             # A bundle exported with a fixed batch N runs exactly N samples per call (FixedBatch pads
             # and splits): warm up with N, and let the batcher fill calls up to N.
             max_batch = mv.bundle.fixed_batch or self.settings["MAX_BATCH_SIZE"]
-            warmup = [dummy_inputs(mv.bundle, mv.bundle.fixed_batch or 1)] * self.settings["WARMUP_BATCHES"]
+            warmup = [mv.bundle.zeros(mv.bundle.fixed_batch or 1)] * self.settings["WARMUP_BATCHES"]
             if self.settings["DYNAMIC_BATCHING"]:
-                warmup.append(dummy_inputs(mv.bundle, max_batch))
+                warmup.append(mv.bundle.zeros(max_batch))
             backend, mv.selection = autoselect.select(mv.bundle, self.settings, warmup, max_batch)
             mv.runner, mv.platform = backend, backend.name
             if self.settings["DYNAMIC_BATCHING"]:

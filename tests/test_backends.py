@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-from paddle import nn
 
 from common.bundle import DTYPES, PredictorRunner, create_predictor, read_bundle, sha256_file
 from tests.conftest import ROOT
@@ -76,20 +75,10 @@ def models(mnist_bundle, housing_bundle, tmp_path_factory) -> Path:
     return root
 
 
-def start(args: list[str], log: Path, env: dict | None = None) -> Server:
-    server = Server(args, log, env)
-    try:
-        server.wait("/v2/health/ready")
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
 @pytest.fixture(scope="module")
 def auto(models, tmp_path_factory):
     """The development server with no --backend: auto is the default."""
-    server = start([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}", "--pool-size", "1"],
+    server = Server.ready([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}", "--pool-size", "1"],
                    tmp_path_factory.mktemp("auto") / "server.log")
     yield server
     server.stop()
@@ -97,7 +86,7 @@ def auto(models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def openvino(models, tmp_path_factory):
-    server = start([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}", "--pool-size", "2",
+    server = Server.ready([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}", "--pool-size", "2",
                     "--backend", "openvino"], tmp_path_factory.mktemp("openvino") / "server.log")
     yield server
     server.stop()
@@ -225,7 +214,7 @@ def test_gunicorn_auto_with_dynamic_batching(models, mnist_bundle, tmp_path):
     """Under gunicorn with dynamic batching, auto decides on the batcher's size."""
     (tmp_path / "models").mkdir()
     shutil.copytree(mnist_bundle, tmp_path / "models" / "mnist")
-    server = start([sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", "-w", "1", "--threads", "2",
+    server = Server.ready([sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", "-w", "1", "--threads", "2",
                     "-b", "127.0.0.1:{port}", "serve.app:create_app()"], tmp_path / "server.log",
                    env={"SERVE_MODELS": str(tmp_path / "models"), "SERVE_DYNAMIC_BATCHING": "1",
                         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")})
@@ -323,27 +312,15 @@ def test_export_writes_onnx_samples_and_tolerance_by_default(mnist_bundle, mnist
         assert parity["passed"] and [s["batch"] for s in parity["settings"]] == [1, 64], parity
 
 
-class Branchy(nn.Layer):
-    """A data-dependent ``if``: Paddle exports it, paddle2onnx 2.1 aborts on it (SIGABRT)."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        if x.mean() > 0:
-            y = self.fc(x) * 2.0
-        else:
-            y = self.fc(x) - 1.0
-        return y
-
-
 def test_model_paddle2onnx_cannot_convert_exports_paddle_only(tmp_path, capsys):
     """python -m export: a warning line, a note in the manifest, no inference.onnx, exit 0."""
     from export.__main__ import main
 
-    paddle.save(Branchy().state_dict(), str(tmp_path / "w.pdparams"))
-    assert main(["--layer", "tests.test_backends:Branchy", "--weights", str(tmp_path / "w.pdparams"),
+    from tests.test_export import Branchy
+
+    paddle.save(Branchy(width=4).state_dict(), str(tmp_path / "w.pdparams"))
+    assert main(["--layer", "tests.test_export:Branchy", "--layer-kwargs", '{"width": 4}',
+                 "--weights", str(tmp_path / "w.pdparams"),
                  "--input", "x:float32:-1,4", "--out", str(tmp_path / "b")]) == 0
     captured = capsys.readouterr()
     warning = [line for line in captured.err.splitlines() if line.startswith("warning:")]

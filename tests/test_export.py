@@ -246,11 +246,12 @@ def test_exported_model_on_user_like_images(mnist_bundle, data_dir):
 
 
 class Branchy(nn.Layer):
-    """Data-dependent Python control flow: the branch depends on the input's values."""
+    """Data-dependent Python control flow: the branch depends on the input's values (Paddle exports
+    it; paddle2onnx 2.1 aborts on it with SIGABRT, see test_backends.py)."""
 
-    def __init__(self):
+    def __init__(self, width: int = 13):
         super().__init__()
-        self.fc = nn.Linear(13, 1)
+        self.fc = nn.Linear(width, 1)
 
     def forward(self, x):
         if x.mean() > 0:

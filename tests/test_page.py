@@ -58,14 +58,8 @@ def browser(sync_api):
 
 def start_server(models: Path, log: Path) -> Server:
     """``python -m serve`` on ``models``, once every model is ready."""
-    server = Server([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}",
-                     "--pool-size", "1"], log)
-    try:
-        server.wait("/v2/health/ready")
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return Server.ready([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}",
+                         "--pool-size", "1"], log)
 
 
 def models_folder(root: Path, bundles: dict[str, Path]) -> Path:

@@ -60,6 +60,17 @@ class Server:
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
+    @classmethod
+    def ready(cls, args: list[str], log: Path, env: dict | None = None) -> "Server":
+        """Start a server and wait until /v2/health/ready answers 200; stopped again if it never does."""
+        server = cls(args, log, env)
+        try:
+            server.wait("/v2/health/ready")
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.url + path, timeout=30, **kw)
 
