@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import MAX_START_LOAD, busy_banner  # noqa: E402
+
 REPEATS = {1: 400, 64: 60}  # per setting; batch 64 calls take ~20x longer
 WARMUP = {1: 30, 64: 5}
 MODELS = ("cnn", "course_cnn")
-MAX_START_LOAD = 0.5  # 1-minute load average above which the figures are not written
 
 
 def parse_args(argv=None):
@@ -252,13 +253,7 @@ def main(argv=None) -> int:
     load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
     body = table(rows) + "\n\n" + "\n\n".join(switches) + "\n\n" + explain(rows, parts, load)
     print(body)
-    if start_load > MAX_START_LOAD and not args.allow_busy:
-        print(f"NOT WRITTEN: the load average was {start_load:.2f} at the start (> {MAX_START_LOAD}); "
-              "figures from a busy machine are worse than none. Stop other work and run again.", flush=True)
-        return 1
-    if start_load > MAX_START_LOAD:
-        body = (f"**BUSY MACHINE: load average {start_load:.2f} at the start; these figures are not "
-                "comparable with a quiet run.**\n\n" + body)
+    body = busy_banner(start_load, args.allow_busy) + body
     if not args.no_write:
         from bench.report import update_section
 

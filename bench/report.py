@@ -10,6 +10,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 
+MAX_START_LOAD = 0.5  # 1-minute load average above which a benchmark's figures are not written
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 HEADER = ("# Benchmarks\n\nEvery section below is written by a script in `bench/`, with the command that "
           "made it, the machine and the date. Figures in one section come from one run, so compare "
@@ -50,3 +51,21 @@ def update_section(name: str, title: str, command: str, body: str) -> None:
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(BENCHMARKS, text)
+
+
+def load_note(before: tuple, after: tuple) -> str:
+    """The line every section carries: the 1-minute load average around the measurement."""
+    return (f"Load average (1 min, {os.cpu_count()} cores): {before[0]:.2f} at the start, {after[0]:.2f} at the end "
+            f"(a run is only written when the start is at most {MAX_START_LOAD}).")
+
+
+def busy_banner(start_load: float, allow_busy: bool) -> str:
+    """'' on a quiet machine; a bold warning to put first in the section when ``allow_busy``;
+    otherwise stop the benchmark: figures from a busy machine are worse than none."""
+    if start_load <= MAX_START_LOAD:
+        return ""
+    if not allow_busy:
+        raise SystemExit(f"NOT WRITTEN: the load average was {start_load:.2f} at the start (> {MAX_START_LOAD}); "
+                         "stop other work and run again, or pass --allow-busy")
+    return (f"**BUSY MACHINE: load average {start_load:.2f} at the start; these figures are not comparable "
+            "with a quiet run.**\n\n")

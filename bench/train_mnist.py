@@ -1,81 +1,170 @@
-"""Full MNIST training benchmark: the toolkit's default command vs the course's CNN and settings.
+"""Time to accuracy: the toolkit's default digit command vs the course's CNN with the course's settings.
 
-    python bench/train_mnist.py            # both runs, ~17 minutes on 2 CPU cores
-    python bench/train_mnist.py --quick    # a 2000-image smoke version of the same (not for the docs)
+    python -m bench.train_mnist            # both runs, one after the other, ~12 minutes on 2 CPU cores
+    python -m bench.train_mnist --quick    # a 2000-image smoke version of the same (prints, writes no docs)
 
-Each run is the real command line (a subprocess), so its figures are what a user gets. Results go to
-docs/BENCHMARKS.md (section "train_mnist"); the run folders stay under runs/bench/.
+Each run is the real command line (a subprocess), so its figures are what a user gets, start-up,
+evaluation and checkpoints included. The clock of each epoch is read when its line appears on the
+run's output. Results go to docs/BENCHMARKS.md (section "train_mnist") only when the machine was
+quiet at the start (1-minute load average at most 0.5; --allow-busy writes anyway, marked); the
+run folders stay under runs/bench/.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import update_section  # noqa: E402
+from bench.report import MAX_START_LOAD, busy_banner, load_note, update_section
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGET = 0.994  # the issue's bar: the exported (best-validation) checkpoint reaches this on the official test set
+DEFAULT = "default command"
+BASELINE = "course baseline"
 RUNS = {
-    "default (cnn, Adam 0.003 cosine, batch 128, 12 epochs)": ["mnist"],
-    "course CNN, course settings (SGD 0.01, batch 100, 5 epochs)": [
-        "mnist", "--model", "course_cnn", "--optimizer", "sgd", "--lr", "0.01", "--batch-size", "100",
-        "--epochs", "5", "--lr-schedule", "constant", "--warmup-epochs", "0"],
+    DEFAULT: ["mnist"],
+    BASELINE: ["mnist", "--model", "course_cnn", "--optimizer", "sgd", "--lr", "0.01", "--batch-size", "100",
+               "--epochs", "5", "--lr-schedule", "constant", "--warmup-epochs", "0", "--augment", "none",
+               "--procs", "1"],
 }
+EPOCH_LINE = re.compile(r"^\[train\] epoch (\d+)/\d+ ")
 
 
-def train(name: str, args: list[str], out: Path, extra: list[str]) -> dict:
-    """Run one training command and summarise its metrics.jsonl."""
+def train(args: list[str], out: Path, extra: list[str]) -> dict:
+    """Run one training command, clocking each epoch's line; summarise its metrics.jsonl."""
     cmd = [sys.executable, "-m", "train", *args, "--output", str(out), "--no-progress", *extra]
-    print("$", shlex.join(cmd[1:]), flush=True)
+    print("$", shlex.join(["python", *cmd[1:]]), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    epoch_clock = {}
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            match = EPOCH_LINE.match(line)
+            if match:
+                epoch_clock[int(match.group(1))] = time.perf_counter() - start
+            if line.startswith("[train]"):
+                print("   ", line.rstrip(), flush=True)
+    if proc.returncode:
+        raise SystemExit(f"training failed (exit {proc.returncode}): {shlex.join(cmd)}")
     wall = time.perf_counter() - start
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    best = max(rows, key=lambda r: r["val_acc"])
+    config = json.loads((out / "config.json").read_text())
+    best = max(rows, key=lambda r: r["val_acc"])  # what best.pdckpt holds: the first of equal bests
+    reached = next((r for r in rows if r["test_acc"] >= TARGET), None)
     train_seconds = sum(r["epoch_seconds"] for r in rows)
-    samples = sum(r["samples_per_sec"] * r["epoch_seconds"] for r in rows)
-    return {"name": name, "command": "python -m train " + shlex.join(args), "epochs": len(rows),
+    return {"command": "python -m train " + shlex.join(args), "epochs": len(rows), "procs": config["world_size"],
             "final_test_acc": rows[-1]["test_acc"], "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
-            "wall_s": wall, "train_s": train_seconds, "images_per_s": samples / train_seconds}
+            "first_at_target": reached and reached["epoch"],
+            "seconds_to_target": reached and epoch_clock.get(reached["epoch"]),
+            "wall_s": wall, "train_s": train_seconds,
+            "images_per_s": sum(r["samples_per_sec"] * r["epoch_seconds"] for r in rows) / train_seconds}
+
+
+PROFILE_STEPS = (5, 25)  # paddle.profiler records steps 5..24 of the default recipe (warm-up skipped)
+
+
+def profile_summary(batch: int) -> str:
+    """Where a training step of the default recipe goes, from ``paddle.profiler``, one process.
+
+    Runs in this process on random inputs of the real shape: the step's cost does not depend on
+    the pixel values. Returns the profiler's model summary and its top operators, as text.
+    """
+    import paddle
+    import paddle.nn.functional as F
+    import paddle.profiler as profiler
+
+    from common import tasks
+    from models import build_model
+    from train.config import DEFAULTS
+
+    recipe, task = DEFAULTS["mnist"], tasks.get("mnist")
+    net = build_model("mnist", recipe["model"])
+    opt = paddle.optimizer.Adam(recipe["lr"], parameters=net.parameters())
+    x, y = paddle.randn([batch, 1, 28, 28]), paddle.randint(0, 10, [batch, 1])
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], scheduler=PROFILE_STEPS,
+                             on_trace_ready=lambda _: None)  # the summary is what we keep, not a trace file
+    prof.start()
+    for _ in range(PROFILE_STEPS[1]):
+        loss = F.cross_entropy(net(task.augment(x, recipe["augment"])), y)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        float(loss)
+        prof.step()
+    prof.stop()
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
+    lines = text.getvalue().splitlines()
+
+    def block(title: str, rows: int) -> list[str]:
+        start = next(i for i, line in enumerate(lines) if title in line)
+        body = [line.rstrip() for line in lines[start + 1:] if line.strip() and not line.startswith("-")]
+        return body[:rows]
+
+    return "\n".join(["```", *block("Model Summary", 7), "", *block("Operator Summary", 16), "```"])
+
+
+def table(results: dict) -> str:
+    base, default = results[BASELINE], results[DEFAULT]
+    lines = ["| run | command | processes | epochs | test acc, best-val checkpoint | test acc, last epoch "
+             f"| first epoch >= {TARGET:.1%} (wall clock) | wall time | training images/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        target = (f"epoch {r['first_at_target']} ({r['seconds_to_target']:.0f} s)" if r["first_at_target"]
+                  else "not reached")
+        lines.append(f"| {name} | `{r['command']}` | {r['procs']} | {r['epochs']} | {r['best_test_acc']:.4f} "
+                     f"(epoch {r['best_epoch']}) | {r['final_test_acc']:.4f} | {target} | {r['wall_s']:.0f} s | "
+                     f"{r['images_per_s']:.0f} |")
+    ratio = default["wall_s"] / base["wall_s"]
+    verdict = "meets" if ratio <= 1.0 and default["best_test_acc"] >= TARGET else "does NOT meet"
+    lines += ["", f"**The default command's run took {ratio:.2f}x the course baseline's wall time, and its "
+              f"best-validation checkpoint (what `best.pdckpt` holds and what gets exported) scored "
+              f"{default['best_test_acc']:.2%} on the official 10,000-image test set: it {verdict} the goal "
+              f"(>= {TARGET:.1%} in at most the baseline's time).**", "",
+              "Wall time is the whole command: start-up, training, evaluation of the 5,000-image validation split "
+              "and the test set after every epoch, checkpoints and curves. Training images/s counts the training "
+              "steps only, over all processes."]
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2000 training images, 1 epoch; prints, writes no docs")
+    parser.add_argument("--allow-busy", action="store_true",
+                        help=f"write the docs even if the load average at the start is above {MAX_START_LOAD}")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench"), help="parent folder of the run folders")
     args = parser.parse_args()
     extra = ["--train-subset", "2000", "--epochs", "1"] if args.quick else []
-    results = []
+    load_before = os.getloadavg()
+    print(f"load average at the start: {load_before[0]:.2f}", flush=True)
+    results = {}
     for i, (name, run_args) in enumerate(RUNS.items()):
         out = Path(args.out) / f"train_mnist_{i}"
-        if out.exists():
-            subprocess.run(["rm", "-rf", str(out)], check=True)
-        results.append(train(name, run_args, out, extra))
-        print(json.dumps(results[-1]), flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        results[name] = train(run_args, out, extra)
+        print(json.dumps({"run": name, **results[name]}), flush=True)
+    from train.config import DEFAULTS
+    profile = profile_summary(DEFAULTS["mnist"]["batch_size"] // results[DEFAULT]["procs"])
+    load_after = os.getloadavg()
+    print(table(results))
+    print(profile)
     if args.quick:
         return
-    base = results[1]
-    lines = ["| run | command | epochs | test acc (last epoch) | test acc (best val epoch) | wall time | train time | images/s (training) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in results:
-        lines.append(f"| {r['name']} | `{r['command']}` | {r['epochs']} | {r['final_test_acc']:.4f} | "
-                     f"{r['best_test_acc']:.4f} (epoch {r['best_epoch']}) | {r['wall_s']:.0f} s | {r['train_s']:.0f} s | "
-                     f"{r['images_per_s']:.0f} |")
-    d = results[0]
-    lines += ["", f"Accuracy is on the official 10,000-image MNIST test set; \"best val epoch\" is the checkpoint "
-              f"selected on the 5,000-image validation split (what `best.pdckpt` holds and what gets exported). "
-              f"The default run took {d['wall_s'] / base['wall_s']:.1f}x the course baseline's wall time and trained at "
-              f"{d['images_per_s'] / base['images_per_s']:.2f}x its images/s. Wall time includes start-up, "
-              "evaluation of validation and test after every epoch, and checkpoints. Each process uses one "
-              "math thread (Paddle's CPU default; two threads were slower here); use the second core with "
-              "`python -m paddle.distributed.launch --nproc_per_node 2 train/__main__.py mnist`."]
-    update_section("train_mnist", "MNIST training: default command vs the course baseline",
-                   "python bench/train_mnist.py", "\n".join(lines))
+    banner = busy_banner(load_before[0], args.allow_busy)
+    update_section("train_mnist", "MNIST training: time to 99.4%, default command vs the course baseline",
+                   "python -m bench.train_mnist", banner + load_note(load_before, load_after) + "\n\n" + table(results)
+                   + "\n\nWhere one training step of the default recipe goes (`paddle.profiler`, one process, "
+                   f"its share of the batch, steps {PROFILE_STEPS[0]}-{PROFILE_STEPS[1] - 1}; CPU milliseconds):\n\n"
+                   + profile)
 
 
 if __name__ == "__main__":

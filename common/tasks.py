@@ -17,7 +17,7 @@ import numpy as np
 import paddle.nn.functional as F
 from paddle import nn
 
-from . import datasets, digit_image, housing
+from . import datasets, digit_augment, digit_image, housing
 from .bundle import Tolerance  # the parity rule: bundles record it, so it lives with them
 
 
@@ -65,6 +65,8 @@ class Task:
     labels: tuple[str, ...] = ()             # class names, for classifiers
     required_stats: tuple[str, ...] = ()     # what a checkpoint must carry for export
     chart: dict = field(default_factory=dict)  # titles of the training curves
+    augment: Callable | None = None          # (batch, level) -> batch, training only; None: no --augment
+    augment_levels: tuple[str, ...] = ("none",)
 
     def better(self, value: float, best: float | None) -> bool:
         """Whether ``value`` of the selection metric beats ``best`` (None: nothing yet)."""
@@ -192,6 +194,7 @@ TASKS: dict[str, Task] = {
         postprocess=lambda stats: {"name": "Topk", "topk": 5, "label_list": list(DIGIT_LABELS)},
         labels=DIGIT_LABELS,
         chart={"metric": "acc", "metric_title": "accuracy", "loss_title": "loss", "log_loss": False},
+        augment=digit_augment.augment, augment_levels=digit_augment.CHOICES,
     ),
     "housing": Task(
         name="housing", description="house prices",

@@ -11,9 +11,9 @@ from .conftest import ROOT
 
 def test_two_processes_train_the_same_weights(data_dir, tmp_path):
     out, logs = tmp_path / "run", tmp_path / "logs"
-    # The command the README documents; 1280 samples / (64 x 2 ranks) = 10 steps per rank.
+    # The command the README documents; 1280 samples / 128 per step (64 on each rank) = 10 steps.
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(logs),
-           "train/__main__.py", "mnist", "--model", "course_cnn", "--train-subset", "1280", "--batch-size", "64",
+           "train/__main__.py", "mnist", "--model", "course_cnn", "--train-subset", "1280", "--batch-size", "128",
            "--epochs", "2", "--val-size", "500", "--lr", "0.002", "--device", "cpu", "--no-progress",
            "--data-dir", str(data_dir), "--output", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

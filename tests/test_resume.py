@@ -17,10 +17,11 @@ from common import checkpoint
 
 from .conftest import ROOT, run_module
 
-# The default CNN (batch norm + dropout: both RNG and running statistics must come back), on a
-# small real subset: 25 steps an epoch, 3 epochs, a checkpoint every 4 steps.
-ARGS = ["mnist", "--model", "cnn", "--train-subset", "1600", "--batch-size", "64", "--epochs", "3",
-        "--val-size", "500", "--eval-every", "3", "--save-every-steps", "4", "--lr", "0.002", "--no-progress"]
+# The default CNN (batch norm + dropout + the default augmentation: RNG and running statistics must
+# all come back), on a small real subset: 25 steps an epoch, 3 epochs, a checkpoint every 4 steps.
+COMMON = ["mnist", "--model", "cnn", "--train-subset", "1600", "--batch-size", "64", "--epochs", "3",
+          "--val-size", "500", "--eval-every", "3", "--save-every-steps", "4", "--lr", "0.002", "--no-progress"]
+ARGS = [*COMMON, "--procs", "1"]
 
 
 def metrics(out):
@@ -43,8 +44,30 @@ def reference(data_dir, tmp_path_factory):
 @pytest.mark.parametrize("kill_after_step", [6, 37])  # mid-epoch 1, and mid-epoch 2 (steps 26..50)
 def test_sigkill_and_resume_is_exact(reference, data_dir, tmp_path, kill_after_step):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "train", *ARGS, "--data-dir", str(data_dir), "--output", str(out)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_mid_run(ARGS, data_dir, out, kill_after_step)
+    resumed = run_module("train", *ARGS, "--resume", "auto", "--data-dir", str(data_dir), "--output", str(out))
+    assert "resuming from" in resumed.stdout
+    assert_same_run(reference, out)
+
+
+def test_two_processes_sigkilled_and_resumed_are_exact(data_dir, tmp_path):
+    """The default command on a multi-core CPU: two data-parallel processes started by ``--procs``."""
+    args = [*COMMON, "--procs", "2"]
+    reference = tmp_path / "uninterrupted"
+    run_module("train", *args, "--data-dir", str(data_dir), "--output", str(reference))
+    out = tmp_path / "killed"
+    kill_mid_run(args, data_dir, out, 30)  # mid-epoch 2
+    resumed = run_module("train", *args, "--resume", "auto", "--data-dir", str(data_dir), "--output", str(out))
+    assert "resuming from" in resumed.stdout and "2 data-parallel processes" in resumed.stdout
+    assert_same_run(reference, out)
+
+
+def kill_mid_run(args, data_dir, out, kill_after_step):
+    """Start ``python -m train args``, SIGKILL it (all its processes) once a checkpoint of at least
+    ``kill_after_step`` steps exists."""
+    cmd = [sys.executable, "-m", "train", *args, "--data-dir", str(data_dir), "--output", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         steps = [int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("ckpt-*.pdckpt")]
@@ -52,11 +75,13 @@ def test_sigkill_and_resume_is_exact(reference, data_dir, tmp_path, kill_after_s
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up, as with a power cut or the OOM killer
+    # No chance to clean up, as with a power cut or the OOM killer; the whole group, launcher and
+    # workers included, as a power cut would.
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    resumed = run_module("train", *ARGS, "--resume", "auto", "--data-dir", str(data_dir), "--output", str(out))
-    assert "resuming from" in resumed.stdout
+
+def assert_same_run(reference, out):
     assert metrics(out) == metrics(reference)
     ref, got = final_params(reference), final_params(out)
     assert ref.keys() == got.keys()

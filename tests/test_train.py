@@ -65,7 +65,7 @@ def test_cli_help_explains_every_flag():
     out = run_module("train", "--help").stdout
     for flag in ("--model", "--epochs", "--batch-size", "--optimizer", "--lr", "--lr-schedule", "--warmup-epochs",
                  "--weight-decay", "--dropout", "--seed", "--device", "--num-workers", "--data-dir", "--output",
-                 "--resume", "--eval-every", "--early-stop", "--log", "--save-every-steps", "--amp"):
+                 "--resume", "--eval-every", "--early-stop", "--log", "--save-every-steps", "--amp", "--procs", "--augment"):
         assert flag in out
 
 
@@ -80,6 +80,9 @@ def test_cli_help_explains_every_flag():
     (["--keep-last", "0"], "--keep-last must be at least 1"),
     (["--early-stop", "-1"], "--early-stop cannot be negative"),
     (["--val-size", "60000"], "leaves no training data"),
+    (["--augment", "light", "--model", "linear"], "--augment 'light' is not available for house prices"),
+    (["--procs", "two"], "--procs must be auto or a whole number"),
+    (["--procs", "2", "--batch-size", "101"], "--batch-size 101 does not split evenly over 2 processes"),
 ])
 def test_cli_rejects_bad_flags(tmp_path, data_dir, args, message):
     task = "housing" if "linear" in args else "mnist"

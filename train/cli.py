@@ -5,12 +5,17 @@ import sys
 
 from .config import config_from_args
 from .errors import USER_ERRORS
+from .launch import processes, relaunch
 from .loop import run
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     config = config_from_args(argv)
     try:
+        procs = processes(config)
+        if procs > 1:
+            return relaunch(procs, argv, config)
         result = run(config)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

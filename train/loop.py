@@ -75,6 +75,15 @@ def setup_device(name: str, amp: bool) -> str:
     return device
 
 
+def per_process_batch(batch_size: int) -> int:
+    """Each data-parallel process's share of ``--batch-size``, which is the batch of one optimizer step
+    in all: the same recipe trains the same way on one process or several."""
+    world = dist.get_world_size()
+    if batch_size % world:
+        raise ConfigError(f"--batch-size {batch_size} does not split evenly over {world} processes")
+    return batch_size // world
+
+
 def find_checkpoint(config: TrainConfig, out: Path) -> dict | None:
     """The checkpoint to resume from, or None for a fresh run (never silently)."""
     folder = out / checkpoint.FOLDER
@@ -147,6 +156,8 @@ def train_epoch(cfg, task: Task, model, optimizer, schedule, scaler, loader, p: 
     start = time.perf_counter()
     model.train()
     for x, y in loader:
+        if cfg.augment != "none":
+            x = task.augment(x, cfg.augment)
         with paddle.amp.auto_cast(enable=cfg.amp):
             loss = loss_fn(cfg, task, model(x), y)
         if scaler is not None:
@@ -271,7 +282,7 @@ def _run(config: TrainConfig) -> dict:
         np.random.seed(cfg.seed)
         paddle.seed(cfg.seed)
     net = build_model(cfg.task, cfg.model, cfg.dropout)
-    loader = train_loader(splits.train, cfg.batch_size, cfg.seed, cfg.num_workers)
+    loader = train_loader(splits.train, per_process_batch(cfg.batch_size), cfg.seed, cfg.num_workers)
     schedule = build_schedule(cfg, loader.batch_sampler.batches_per_epoch())
     optimizer = build_optimizer(cfg, net.parameters(), schedule)
     scaler = paddle.amp.GradScaler() if cfg.amp else None

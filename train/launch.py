@@ -1,0 +1,58 @@
+"""Use every core without typing the launcher line: ``python -m train mnist`` on a multi-core CPU
+re-runs itself under ``paddle.distributed.launch`` with ``--procs`` data-parallel processes.
+
+Paddle runs a CPU training step on one math thread (two threads were slower, docs/BENCHMARKS.md),
+so a second process on the second core is what makes training faster. Only the command line does
+this; ``train.run()`` (a notebook, a test) is always the one process it runs in.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import paddle
+
+from .config import TrainConfig, resolve
+
+MAIN = Path(__file__).resolve().parent / "__main__.py"
+AUTO_MAX = 2  # measured on 2 cores only: more processes on bigger machines are for --procs N
+# What the launcher prints besides the training's own lines: its settings and Paddle's C++ log.
+_NOISE = ("LAUNCH INFO", "I1", "W1", "=====", "FLAGS(", "  warnings.warn")
+
+
+def launched() -> bool:
+    """Whether this process is one of the launcher's workers."""
+    return "PADDLE_TRAINERS_NUM" in os.environ or "PADDLE_TRAINER_ID" in os.environ
+
+
+def processes(config: TrainConfig) -> int:
+    """How many processes the command line should train with (1: just run here)."""
+    if launched():
+        return 1
+    procs = config.procs or resolve(config).procs  # resolve also checks every flag before we start
+    if procs != "auto":
+        return int(procs)
+    on_gpu = config.device == "gpu" or (config.device in (None, "auto") and paddle.device.cuda.device_count() > 0)
+    return 1 if on_gpu else max(1, min(AUTO_MAX, os.cpu_count() or 1))
+
+
+def relaunch(procs: int, argv: list[str], config: TrainConfig) -> int:
+    """Run this same command as ``procs`` workers under Paddle's launcher; return its exit code.
+
+    The workers' logs go to ``<output>/logs/workerlog.N``; rank 0's lines are shown here as they come.
+    """
+    logs = Path(resolve(config).output) / "logs"
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(procs),
+           "--log_dir", str(logs), str(MAIN), *argv]
+    print(f"[train] {procs} data-parallel processes (--procs 1 for one): python -m paddle.distributed.launch "
+          f"--nproc_per_node {procs} --log_dir {logs} train/__main__.py ...", flush=True)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            if not line.startswith(_NOISE):
+                sys.stdout.write(line)
+    if proc.returncode:
+        print(f"error: training failed in a worker (exit {proc.returncode}); see {logs}/workerlog.*",
+              file=sys.stderr, flush=True)
+    return proc.returncode
