@@ -324,7 +324,7 @@ def soak(models: Path, script: Path, seconds: int, tmp: Path) -> dict:
     """Concurrency-32 load on the default settings for ``seconds``, as 10 consecutive wrk runs; worker RSS."""
     proc, port, backend = serve_scenario(models, {}, tmp, "soak")
     try:
-        wrk_load(port, script, SOAK_CONCURRENCY, 10)  # past first-touch allocations
+        wrk_load(port, script, SOAK_CONCURRENCY, max(1, min(10, round(seconds / 10))))  # past first-touch allocations
         rss_start = worker_rss_mb(proc.pid)
         tenths = []
         for i in range(10):
