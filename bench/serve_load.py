@@ -225,13 +225,14 @@ def worker_rss_mb(master: int) -> list[float]:
 
 # POSTs the body file; counts non-2xx answers per thread in response(); done() prints one JSON
 # line (latencies in microseconds) that wrk_load parses. Socket errors and timeouts come from wrk's summary.
-WRK_SCRIPT = """
+WRK_POST = """
 local f = assert(io.open("%(body)s", "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*all")
 f:close()
 wrk.headers["Content-Type"] = "image/png"
-
+"""
+WRK_SCRIPT = """
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) non2xx = 0 end
@@ -251,22 +252,27 @@ end
 """
 
 
-def write_wrk_script(body: bytes, folder: Path) -> Path:
-    """The PNG body and the Lua script that posts it, in ``folder``; returns the script."""
+def write_wrk_script(body: bytes | None, folder: Path) -> Path:
+    """The Lua script that posts the PNG ``body`` (None: a GET), and the body's file, in ``folder``."""
+    if body is None:
+        script = folder / "get.lua"
+        script.write_text(WRK_SCRIPT % {})
+        return script
     (folder / "digit.png").write_bytes(body)
     script = folder / "post_digit.lua"
-    script.write_text(WRK_SCRIPT % {"body": folder / "digit.png"})
+    script.write_text((WRK_POST + WRK_SCRIPT) % {"body": folder / "digit.png"})
     return script
 
 
-def wrk_load(port: int, script: Path, concurrency: int, seconds: int, master: int | None = None) -> dict:
+def wrk_load(port: int, script: Path, concurrency: int, seconds: int, master: int | None = None,
+             path: str = "/predict/digit") -> dict:
     """One wrk run (1 thread, ``concurrency`` keep-alive connections) for ``seconds``: latency, throughput,
     errors, and the CPU seconds wrk and (given the gunicorn ``master``) the server used."""
     pids = server_pids(master) if master else []
     server_before = cpu_seconds(pids) if pids else 0.0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child that exits meanwhile
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
-           f"http://127.0.0.1:{port}/predict/digit"]
+           f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((x for x in out.splitlines() if x.startswith("WRK_JSON ")), None)
@@ -315,6 +321,11 @@ def http_scenarios(models: Path, script: Path, names: list[str], seconds: int, t
                 r = wrk_load(port, script, level, seconds, proc.pid)
                 rows.append({"name": name, "label": label, "backend": backend, "level": level, **r})
                 print(f"[serve_load] {name} ({backend}) c={level}: {r}", flush=True)
+            if name == "auto":  # the HTTP floor: gunicorn + Flask + our hooks on a route that does nothing
+                r = wrk_load(port, script.with_name("get.lua"), 32, seconds, proc.pid, "/v2/health/live")
+                rows.append({"name": "live", "label": "`GET /v2/health/live` (no model, no image)",
+                             "backend": "-", "level": 32, **r})
+                print(f"[serve_load] GET /v2/health/live c=32: {r}", flush=True)
         finally:
             stop(proc)
     return rows
@@ -379,10 +390,13 @@ def verdicts(rows: list[dict], floors: dict) -> list[str]:
         cpu_ms = auto["server_cpu"] / max(auto["n"], 1) * 1e3
         f = floors[auto["backend"]]
         rest = cpu_ms - f["pre"] - f["model"]
+        live = by.get(("live", 32))
+        live_text = (f", of which {live['server_cpu'] / max(live['n'], 1) * 1e3:.2f} ms is what the server spends on "
+                     "`GET /v2/health/live`, a route that does nothing") if live else ""
         lines.append(f"Where a request's server CPU goes (auto, concurrency 32): {cpu_ms:.2f} ms in all = "
                      f"preprocessing {f['pre']:.2f} ms ({f['pre'] / cpu_ms:.0%}) + {auto['backend']} "
                      f"{f['model']:.2f} ms ({f['model'] / cpu_ms:.0%}) + the rest (HTTP parsing, Flask, threads, "
-                     f"metrics, JSON) {rest:.2f} ms ({rest / cpu_ms:.0%}); {os.cpu_count()} cores / "
+                     f"metrics, JSON) {rest:.2f} ms ({rest / cpu_ms:.0%}){live_text}; {os.cpu_count()} cores / "
                      f"{cpu_ms:.2f} ms = a ceiling of {os.cpu_count() / cpu_ms * 1e3:.0f} req/s "
                      f"(the server used {auto['server_cpu'] / auto['wall']:.2f} cores, wrk "
                      f"{auto['wrk_cpu'] / auto['wall']:.3f}).")
@@ -454,12 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     body = digit_png(Path(args.data_dir))
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         script = write_wrk_script(body, Path(tmp))
+        write_wrk_script(None, Path(tmp))
         if args.soak:
             result = soak(models, script, args.soak, Path(tmp))
         else:
             raw = raw_predictors(models / "mnist", args.raw_calls)
             rows = http_scenarios(models, script, names, args.seconds, Path(tmp))
-            floors = {b: in_process_ms(models / "mnist", body, b, args.raw_calls) for b in {r["backend"] for r in rows}}
+            floors = {b: in_process_ms(models / "mnist", body, b, args.raw_calls) for b in {r["backend"] for r in rows} - {"-"}}
     load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
     text = soak_markdown(result, args.soak, load) if args.soak else load_markdown(raw, rows, floors, args.seconds, load)
     print(text)
