@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         child(bundle_dir, args.calls)
         return 0
     start_load = os.getloadavg()[0]
-    # Paddle prints the report from C++ on the predictor's destruction: a child process, output captured.
-    out = subprocess.run([sys.executable, "-m", "bench.paddle_profile", "--child", "--models", args.models,
-                          "--calls", str(args.calls)], cwd=ROOT, capture_output=True, text=True, check=True)
+    # Paddle prints the report from C++ on the predictor's destruction: a child process, output captured,
+    # run in a temporary folder because the profiler also leaves a profile.log in the working directory.
+    with tempfile.TemporaryDirectory(prefix="paddle-profile-") as tmp:
+        out = subprocess.run([sys.executable, "-m", "bench.paddle_profile", "--child", "--models", bundle_dir[:-6],
+                              "--calls", str(args.calls)], cwd=tmp, capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     text = out.stdout + out.stderr
     line = next((x for x in text.splitlines() if x.startswith("WALL_JSON ")), None)
     ops = parse_report(text, args.calls)
