@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     # Paddle prints the report from C++ on the predictor's destruction: a child process, output captured,
     # run in a temporary folder because the profiler also leaves a profile.log in the working directory.
     with tempfile.TemporaryDirectory(prefix="paddle-profile-") as tmp:
-        out = subprocess.run([sys.executable, "-m", "bench.paddle_profile", "--child", "--models", str(Path(args.models).resolve()),
-                              "--calls", str(args.calls)], cwd=tmp, capture_output=True, text=True, check=True,
+        cmd = [sys.executable, "-m", "bench.paddle_profile", "--child", "--models", str(Path(args.models).resolve()),
+               "--calls", str(args.calls)]
+        out = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     text = out.stdout + out.stderr
     line = next((x for x in text.splitlines() if x.startswith("WALL_JSON ")), None)
