@@ -1,25 +1,42 @@
-"""Load test of the prediction service under gunicorn, against the raw predictor measured in the same run.
+"""Load test of the prediction service under gunicorn, driven by wrk, against in-process timings of the same run.
 
-    nice python -m bench.serve_load --models DIR [--seconds 5] [--soak-seconds 180]
+    nice python -m bench.serve_load --models DIR [--seconds 10] [--backends auto,auto+batching,...]
+    nice python -m bench.serve_load --models DIR --soak [SECONDS]
 
 DIR holds a digits bundle named ``mnist`` with inference.onnx (the export's default; for the
-onnxruntime, OpenVINO and auto rows). Measures, all on loopback:
+onnxruntime, OpenVINO and auto rows). The request is what the drawing page sends: one 200x200 PNG
+(the first MNIST test digit, a 7, enlarged, dark ink on white) as a raw ``image/png`` body to
+``POST /predict/digit``. Measures, all on loopback:
   1. the raw predictor at batch 1 (Paddle Inference in several configurations, onnxruntime and
-     OpenVINO): the floor a request cannot go below;
-  2. single-digit POST /predict/digit (raw PNG body) at concurrency 1, 8 and 32 under gunicorn,
-     for each backend forced (Paddle, also with dynamic batching; onnxruntime, also with dynamic
-     batching; OpenVINO) and for --backend auto: p50/p99 latency and throughput;
-  3. a soak (Paddle Inference): minutes of concurrent load, counting errors and sampling the workers' RSS.
-The client runs on the same machine (it competes for the cores), in separate processes.
-Writes the "serve_load" section of docs/BENCHMARKS.md.
+     OpenVINO), and for each backend a scenario serves, preprocessing + that backend in this
+     process on the same image: the floor a request cannot go below;
+  2. concurrency 1, 8 and 32 under gunicorn (``-w 2 --threads 4``, one predictor of one math thread
+     per worker) for each scenario (a backend forced or auto, with and without dynamic batching):
+     p50/p99 latency, throughput, errors (socket errors, timeouts and non-2xx answers), and the CPU
+     that the server (gunicorn master + workers, from /proc) and wrk used;
+  3. with ``--soak``: only a soak instead, at concurrency 32 with the default settings (auto, no
+     batching) for SECONDS (default 300), as 10 consecutive wrk runs of a tenth each on the same
+     server: throughput of every tenth, errors, and the workers' RSS at the start and the end.
+
+The load comes from wrk (a compiled, event-driven client, one thread), so the load generator
+costs a few percent of a core instead of the cores a Python client would take from the server;
+its CPU time is reported. Install it with ``apt-get install wrk`` (scripts/setup.sh does, as root).
+There is no Python fallback: on 2 cores a Python client competes with the server for the very
+cores being measured, and its figures would not answer the questions this bench asks.
+
+Writes the ``serve_load`` (or, with --soak, ``serve_soak``) section of docs/BENCHMARKS.md, only
+when the 1-minute load average at the start is at most 0.5 (other work would be measured too),
+unless --allow-busy.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
 import http.client
-import multiprocessing as mp
+import json
 import os
+import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,19 +52,24 @@ sys.path.insert(0, str(ROOT))
 from bench.report import update_section
 
 LEVELS = (1, 8, 32)
-CLIENT_PROCESSES = 2
+SOAK_CONCURRENCY = 32
+IMAGE_SIZE = 200  # pixels: a drawing, as the page sends it (its canvas is 280x280)
+MAX_START_LOAD = 0.5  # 1-minute load average above which the figures are not written
+TARGET = {"rps": 1500, "p99_ms": 50.0, "soak_rss_growth": 0.10, "soak_last_first": 0.9}  # issue 9, at c=32
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def digit_png(data_dir: Path) -> bytes:
-    """The first MNIST test image as PNG bytes (a 7)."""
+def digit_png(data_dir: Path, size: int = IMAGE_SIZE) -> bytes:
+    """The first MNIST test image (a 7) enlarged to size x size, dark ink on white, as PNG bytes."""
     import cv2
 
     with gzip.open(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
         image = np.frombuffer(f.read()[16:16 + 784], np.uint8).reshape(28, 28)
-    return cv2.imencode(".png", image)[1].tobytes()
+    drawing = 255 - cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.imencode(".png", drawing)[1].tobytes()
 
 
-# ---- raw predictor --------------------------------------------------------------------------
+# ---- in-process floors ----------------------------------------------------------------------
 
 
 def time_calls(fn, calls: int, max_s: float = 10.0) -> float:
@@ -98,13 +120,49 @@ def raw_predictors(bundle_dir: Path, calls: int) -> list[tuple[str, float]]:
     return rows
 
 
-# ---- HTTP load ------------------------------------------------------------------------------
+
+
+def in_process_ms(bundle_dir: Path, body: bytes, backend: str, calls: int) -> dict:
+    """Median ms of the server's per-request work done in this process on ``body``: decode and
+    preprocess (the bundle's DigitPipeline), then ``backend`` (serve's own class, pool of 1) at batch 1."""
+    from common.bundle import read_bundle
+    from serve import config
+    from serve.backends import create_backend
+    from serve.pipelines import pipeline_for
+
+    bundle = read_bundle(bundle_dir)
+    settings = config.resolve({"MODELS": str(bundle_dir), "POOL_SIZE": 1, "THREADS": 1, "BACKEND": backend})
+    runner = create_backend(bundle, settings, [bundle.zeros(1)] * 3)
+    pipeline = pipeline_for(bundle)
+    pre, model, total = [], [], []
+    for i in range(calls + 20):
+        t0 = time.perf_counter()
+        _, x = pipeline.preview_and_inputs(body, settings["MAX_PIXELS"])
+        t1 = time.perf_counter()
+        runner.run([x])
+        t2 = time.perf_counter()
+        if i >= 20:  # warm-up
+            pre.append(t1 - t0), model.append(t2 - t1), total.append(t2 - t0)
+    runner.close()
+    return {"pre": float(np.median(pre)) * 1e3, "model": float(np.median(model)) * 1e3,
+            "total": float(np.median(total)) * 1e3}
+
+
+# ---- the server -----------------------------------------------------------------------------
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def get_json(port: int, path: str) -> tuple[int, dict | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    return response.status, json.loads(body) if response.status == 200 else None
 
 
 def start_gunicorn(models: Path, env: dict, log: Path) -> tuple[subprocess.Popen, int]:
@@ -119,9 +177,7 @@ def start_gunicorn(models: Path, env: dict, log: Path) -> tuple[subprocess.Popen
         if proc.poll() is not None:
             raise RuntimeError(f"gunicorn exited:\n{log.read_text()[-3000:]}")
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v2/health/ready")
-            if conn.getresponse().status == 200:
+            if get_json(port, "/v2/health/ready")[0] == 200:
                 return proc, port
         except OSError:
             pass
@@ -138,172 +194,303 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def _client(port: int, body: bytes, threads: int, seconds: float, max_requests: int, out) -> None:
-    """One client process: ``threads`` keep-alive connections posting ``body`` until time or count runs out."""
-    import threading
-
-    latencies, errors, lock = [], [0], threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker():
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine, bad, n = [], 0, 0
-        while time.perf_counter() < deadline and n < max_requests:
-            started = time.perf_counter()
-            try:
-                conn.request("POST", "/predict/digit", body=body, headers={"Content-Type": "image/png"})
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-            except OSError:
-                ok = False
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            mine.append(time.perf_counter() - started)
-            bad += not ok
-            n += 1
-        with lock:
-            latencies.extend(mine)
-            errors[0] += bad
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    began = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    out.put((latencies, errors[0], time.perf_counter() - began))
-
-
-def load(port: int, body: bytes, concurrency: int, seconds: float, max_requests: int = 200_000) -> dict:
-    """Run ``concurrency`` connections over CLIENT_PROCESSES processes; latency percentiles and throughput."""
-    procs = min(CLIENT_PROCESSES, concurrency)
-    ctx = mp.get_context("fork")
-    out = ctx.Queue()
-    workers = [ctx.Process(target=_client, args=(port, body, concurrency // procs + (i < concurrency % procs),
-                                                 seconds, max_requests // concurrency + 1, out))
-               for i in range(procs)]
-    for w in workers:
-        w.start()
-    results = [out.get(timeout=seconds + 120) for _ in workers]
-    for w in workers:
-        w.join()
-    latencies = np.array([x for r in results for x in r[0]]) * 1000
-    wall = max(r[2] for r in results)
-    return {"n": len(latencies), "errors": sum(r[1] for r in results), "p50": float(np.percentile(latencies, 50)),
-            "p99": float(np.percentile(latencies, 99)), "rps": len(latencies) / wall}
-
-
-def worker_rss_mb(master: int) -> list[float]:
-    """RSS (MiB) of the gunicorn master's child processes."""
+def server_pids(master: int) -> list[int]:
+    """The gunicorn master and its children (the workers)."""
     children = []
     for task in Path(f"/proc/{master}/task").iterdir():
         children += (task / "children").read_text().split()
+    return [master] + [int(pid) for pid in children]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (from /proc/PID/stat, fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def worker_rss_mb(master: int) -> list[float]:
+    """RSS (MiB) of each gunicorn worker."""
     rss = []
-    for pid in children:
+    for pid in server_pids(master)[1:]:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 rss.append(int(line.split()[1]) / 1024)
     return rss
 
 
+# ---- wrk ------------------------------------------------------------------------------------
+
+# POSTs the body file; counts non-2xx answers per thread in response(); done() prints one JSON
+# line (latencies in microseconds) that wrk_load parses. Socket errors and timeouts come from wrk's summary.
+WRK_POST = """
+local f = assert(io.open("%(body)s", "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "image/png"
+"""
+WRK_SCRIPT = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) non2xx = 0 end
+function response(status, headers, body)
+  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+
+function done(summary, latency, requests)
+  local bad = 0
+  for _, t in ipairs(threads) do bad = bad + t:get("non2xx") end
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {"requests": %%d, "duration_us": %%d, "non2xx": %%d, "connect": %%d, '
+    .. '"read": %%d, "write": %%d, "timeout": %%d, "p50_us": %%d, "p99_us": %%d, "max_us": %%d}\\n',
+    summary.requests, summary.duration, bad, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+def write_wrk_script(body: bytes | None, folder: Path) -> Path:
+    """The Lua script that posts the PNG ``body`` (None: a GET), and the body's file, in ``folder``."""
+    if body is None:
+        script = folder / "get.lua"
+        script.write_text(WRK_SCRIPT % {})
+        return script
+    (folder / "digit.png").write_bytes(body)
+    script = folder / "post_digit.lua"
+    script.write_text((WRK_POST + WRK_SCRIPT) % {"body": folder / "digit.png"})
+    return script
+
+
+def wrk_load(port: int, script: Path, concurrency: int, seconds: int, master: int | None = None,
+             path: str = "/predict/digit") -> dict:
+    """One wrk run (1 thread, ``concurrency`` keep-alive connections) for ``seconds``: latency, throughput,
+    errors, and the CPU seconds wrk and (given the gunicorn ``master``) the server used."""
+    pids = server_pids(master) if master else []
+    server_before = cpu_seconds(pids) if pids else 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child that exits meanwhile
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+           f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((x for x in out.splitlines() if x.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    r = json.loads(line.split(" ", 1)[1])
+    wall = r["duration_us"] / 1e6
+    errors = r["non2xx"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
+    result = {"n": r["requests"], "errors": errors, "p50": r["p50_us"] / 1e3, "p99": r["p99_us"] / 1e3,
+              "rps": r["requests"] / wall, "wall": wall,
+              "wrk_cpu": (after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime)}
+    if pids:
+        result["server_cpu"] = cpu_seconds(pids) - server_before
+    return result
+
+
 # ---- the run --------------------------------------------------------------------------------
 
 
-SCENARIOS = [("Paddle Inference", {"SERVE_BACKEND": "paddle"}),
-             ("Paddle Inference + dynamic batching (max 16, 2 ms)", {"SERVE_BACKEND": "paddle",
-                                                                    "SERVE_DYNAMIC_BATCHING": "1"}),
-             ("onnxruntime", {"SERVE_BACKEND": "onnxruntime"}),
-             ("onnxruntime + dynamic batching (max 16, 2 ms)", {"SERVE_BACKEND": "onnxruntime",
-                                                               "SERVE_DYNAMIC_BATCHING": "1"}),
-             ("OpenVINO", {"SERVE_BACKEND": "openvino"}),
-             ("auto (the default: fastest that matches Paddle at load)", {"SERVE_BACKEND": "auto"})]
+BATCHING = {"SERVE_DYNAMIC_BATCHING": "1"}
+SCENARIOS = {"paddle": ("Paddle Inference", {"SERVE_BACKEND": "paddle"}),
+             "paddle+batching": ("Paddle Inference + dynamic batching", {"SERVE_BACKEND": "paddle", **BATCHING}),
+             "onnxruntime": ("onnxruntime", {"SERVE_BACKEND": "onnxruntime"}),
+             "onnxruntime+batching": ("onnxruntime + dynamic batching", {"SERVE_BACKEND": "onnxruntime", **BATCHING}),
+             "openvino": ("OpenVINO", {"SERVE_BACKEND": "openvino"}),
+             "auto": ("auto (the default)", {"SERVE_BACKEND": "auto"}),
+             "auto+batching": ("auto + dynamic batching", {"SERVE_BACKEND": "auto", **BATCHING})}
+PLATFORM_BACKEND = {"paddle_inference": "paddle", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
-def http_scenarios(models: Path, body: bytes, seconds: float, tmp: Path) -> list[tuple[str, int, dict]]:
+def serve_scenario(models: Path, env: dict, tmp: Path, name: str):
+    """Start gunicorn for one scenario; returns (process, port, the backend it chose for mnist)."""
+    proc, port = start_gunicorn(models, {"PROMETHEUS_MULTIPROC_DIR": str(tmp / name), **env}, tmp / f"{name}.log")
+    platform = get_json(port, "/v2/models/mnist")[1]["platform"]
+    return proc, port, PLATFORM_BACKEND.get(platform, platform)
+
+
+def http_scenarios(models: Path, script: Path, names: list[str], seconds: int, tmp: Path) -> list[dict]:
     rows = []
-    for label, env in SCENARIOS:
-        proc, port = start_gunicorn(models, {"PROMETHEUS_MULTIPROC_DIR": str(tmp / label[:5]), **env},
-                                    tmp / f"{label[:5]}.log")
+    for name in names:
+        label, env = SCENARIOS[name]
+        proc, port, backend = serve_scenario(models, env, tmp, name)
         try:
-            load(port, body, 4, 1.0)  # warm connections and caches
+            wrk_load(port, script, 4, 1)  # warm connections and caches
             for level in LEVELS:
-                rows.append((label, level, load(port, body, level, seconds)))
-                print(f"[serve_load] {label} c={level}: {rows[-1][2]}", flush=True)
+                r = wrk_load(port, script, level, seconds, proc.pid)
+                rows.append({"name": name, "label": label, "backend": backend, "level": level, **r})
+                print(f"[serve_load] {name} ({backend}) c={level}: {r}", flush=True)
+            if name == "auto":  # the HTTP floor: gunicorn + Flask + our hooks on a route that does nothing
+                r = wrk_load(port, script.with_name("get.lua"), 32, seconds, proc.pid, "/v2/health/live")
+                rows.append({"name": "live", "label": "`GET /v2/health/live` (no model, no image)",
+                             "backend": "-", "level": 32, **r})
+                print(f"[serve_load] GET /v2/health/live c=32: {r}", flush=True)
         finally:
             stop(proc)
     return rows
 
 
-def soak(models: Path, body: bytes, seconds: float, tmp: Path) -> dict:
-    """Concurrency-8 load for ``seconds``, in 10 chunks; RSS of the workers before and after."""
-    proc, port = start_gunicorn(models, {"PROMETHEUS_MULTIPROC_DIR": str(tmp / "soak"), "SERVE_BACKEND": "paddle"},
-                                tmp / "soak.log")
+def soak(models: Path, script: Path, seconds: int, tmp: Path) -> dict:
+    """Concurrency-32 load on the default settings for ``seconds``, as 10 consecutive wrk runs; worker RSS."""
+    proc, port, backend = serve_scenario(models, {}, tmp, "soak")
     try:
-        load(port, body, 8, min(10.0, seconds / 10))  # past first-touch allocations
+        wrk_load(port, script, SOAK_CONCURRENCY, max(1, min(10, round(seconds / 10))))  # past first-touch allocations
         rss_start = worker_rss_mb(proc.pid)
-        chunks = [load(port, body, 8, seconds / 10) for _ in range(10)]
+        tenths = []
+        for i in range(10):
+            tenths.append(wrk_load(port, script, SOAK_CONCURRENCY, max(1, round(seconds / 10)), proc.pid))
+            print(f"[serve_load] soak tenth {i + 1}: {tenths[-1]}", flush=True)
         rss_end = worker_rss_mb(proc.pid)
     finally:
         stop(proc)
-    return {"requests": sum(c["n"] for c in chunks), "errors": sum(c["errors"] for c in chunks),
-            "rps_first": chunks[0]["rps"], "rps_last": chunks[-1]["rps"], "p99_first": chunks[0]["p99"],
-            "p99_last": chunks[-1]["p99"], "rss_start": rss_start, "rss_end": rss_end}
+    return {"backend": backend, "tenths": tenths, "rss_start": rss_start, "rss_end": rss_end}
 
 
-def markdown(raw: list, http_rows: list, soak_result: dict | None, seconds: float) -> str:
-    paddle_us = raw[0][1]
-    onnx_us = next((us for label, us in raw if label.startswith("onnxruntime")), None)
-    lines = ["Raw predictor, batch 1, one (1, 1, 28, 28) digit, in-process (the floor for a request):", "",
+# ---- the report -----------------------------------------------------------------------------
+
+
+def raw_table(raw: list) -> list[str]:
+    lines = ["Raw predictor, batch 1, one (1, 1, 28, 28) digit, in-process:", "",
              "| predictor | us per call | calls/s |", "|---|---:|---:|"]
-    lines += [f"| {label} | {us:.0f} | {1e6 / us:.0f} |" for label, us in raw]
-    if onnx_us:
-        lines += ["", (f"Paddle Inference (the server's settings) / onnxruntime at batch 1: **{paddle_us / onnx_us:.1f}x** "
-                       f"({paddle_us:.0f} us vs {onnx_us:.0f} us).")]
-    lines += ["", (f"HTTP: `POST /predict/digit`, one raw PNG digit per request, keep-alive connections, {seconds:g} s "
-                   "per row; gunicorn `-w 2 --threads 4`, one predictor (1 math thread) per worker; the load "
-                   f"generator ({CLIENT_PROCESSES} processes) shares the machine's cores."), "",
-              "| backend | concurrency | requests | errors | p50 ms | p99 ms | req/s | req/s vs raw predictor x2 workers |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    openvino_us = next((us for label, us in raw if label.startswith("OpenVINO")), None)
-    # the raw floor of each scenario's backend, by the first letters of its label (auto: the fastest)
-    floors = {"onnx": onnx_us, "Open": openvino_us, "auto": min(us for us in (paddle_us, onnx_us, openvino_us) if us)}
-    for label, level, r in http_rows:
-        floor = 2 * 1e6 / (floors.get(label[:4]) or paddle_us)
-        lines.append(f"| {label} | {level} | {r['n']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                     f"{r['rps']:.0f} | {r['rps'] / floor:.0%} |")
-    if soak_result:
-        s = soak_result
-        lines += ["", (f"Soak: Paddle Inference, concurrency 8, {s['requests']} requests, **{s['errors']} errors**; "
-                       f"throughput first/last tenth {s['rps_first']:.0f}/{s['rps_last']:.0f} req/s, p99 "
-                       f"{s['p99_first']:.1f}/{s['p99_last']:.1f} ms; worker RSS at start "
-                       f"{', '.join(f'{m:.0f}' for m in s['rss_start'])} MiB, at end "
-                       f"{', '.join(f'{m:.0f}' for m in s['rss_end'])} MiB.")]
+    return lines + [f"| {label} | {us:.0f} | {1e6 / us:.0f} |" for label, us in raw]
+
+
+def load_table(rows: list[dict], floors: dict, seconds: int) -> list[str]:
+    lines = [f"HTTP: `POST /predict/digit`, one raw {IMAGE_SIZE}x{IMAGE_SIZE} PNG per request, wrk with 1 thread "
+             f"and keep-alive connections, {seconds} s per row; gunicorn `-w 2 --threads 4`, one predictor "
+             "(1 math thread) per worker. CPU columns: cores in use on average (CPU seconds / wall seconds); "
+             "server ms/request: the server's CPU time per answered request.", "",
+             "| scenario | backend | concurrency | requests | errors | p50 ms | p99 ms | req/s | server CPU (cores) | "
+             "server CPU ms/request | wrk CPU (cores) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['backend']} | {r['level']} | {r['n']} | {r['errors']} | {r['p50']:.2f} | "
+                     f"{r['p99']:.2f} | {r['rps']:.0f} | {r['server_cpu'] / r['wall']:.2f} | "
+                     f"{r['server_cpu'] / max(r['n'], 1) * 1e3:.2f} | {r['wrk_cpu'] / r['wall']:.3f} |")
+    lines += ["", "Concurrency 1: HTTP p50 against the same work in this process (decode + preprocess the same PNG, "
+              "then the scenario's backend at batch 1; medians):", "",
+              "| scenario | preprocess ms | backend ms | in-process ms | HTTP p50 ms | HTTP p50 / in-process |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for r in (r for r in rows if r["level"] == 1):
+        f = floors[r["backend"]]
+        lines.append(f"| {r['label']} | {f['pre']:.3f} | {f['model']:.3f} | {f['total']:.3f} | {r['p50']:.2f} | "
+                     f"**{r['p50'] / f['total']:.2f}x** |")
+    return lines
+
+
+def verdicts(rows: list[dict], floors: dict) -> list[str]:
+    """Issue 9's targets at concurrency 32, whether batching wins at every concurrency, and where the time goes."""
+    by = {(r["name"], r["level"]): r for r in rows}
+    lines = []
+    if (auto := by.get(("auto", 32))) is not None:
+        ok = auto["rps"] >= TARGET["rps"] and auto["p99"] < TARGET["p99_ms"] and auto["errors"] == 0
+        lines.append(f"Targets at concurrency 32, auto: >= {TARGET['rps']} req/s, p99 < {TARGET['p99_ms']:g} ms, "
+                     f"0 errors; measured {auto['rps']:.0f} req/s, p99 {auto['p99']:.1f} ms, {auto['errors']} errors: "
+                     f"**{'met' if ok else 'not met'}**.")
+        cpu_ms = auto["server_cpu"] / max(auto["n"], 1) * 1e3
+        f = floors[auto["backend"]]
+        rest = cpu_ms - f["pre"] - f["model"]
+        live = by.get(("live", 32))
+        live_text = (f", of which {live['server_cpu'] / max(live['n'], 1) * 1e3:.2f} ms is what the server spends on "
+                     "`GET /v2/health/live`, a route that does nothing") if live else ""
+        lines.append(f"Where a request's server CPU goes (auto, concurrency 32): {cpu_ms:.2f} ms in all = "
+                     f"preprocessing {f['pre']:.2f} ms ({f['pre'] / cpu_ms:.0%}) + {auto['backend']} "
+                     f"{f['model']:.2f} ms ({f['model'] / cpu_ms:.0%}) + the rest (HTTP parsing, Flask, threads, "
+                     f"metrics, JSON) {rest:.2f} ms ({rest / cpu_ms:.0%}){live_text}; {os.cpu_count()} cores / "
+                     f"{cpu_ms:.2f} ms = a ceiling of {os.cpu_count() / cpu_ms * 1e3:.0f} req/s "
+                     f"(the server used {auto['server_cpu'] / auto['wall']:.2f} cores, wrk "
+                     f"{auto['wrk_cpu'] / auto['wall']:.3f}).")
+    for name in ("auto", "paddle", "onnxruntime"):
+        pairs = [(by.get((name, c)), by.get((name + "+batching", c))) for c in LEVELS]
+        if all(off and on for off, on in pairs):
+            wins = [on["rps"] > off["rps"] and on["errors"] == 0 for off, on in pairs]
+            ratios = ", ".join(f"{on['rps'] / off['rps']:.2f}x" for off, on in pairs)
+            lines.append(f"Dynamic batching, {name}: req/s with / without at concurrency "
+                         f"{', '.join(str(c) for c in LEVELS)}: "
+                         f"{ratios}; wins at every "
+                         f"concurrency: **{'yes' if all(wins) else 'no'}**"
+                         + (" (so it stays off by default)." if name == "auto" and not all(wins) else "."))
+    return lines
+
+
+def load_markdown(raw: list, rows: list[dict], floors: dict, seconds: int, load: str) -> str:
+    lines = raw_table(raw) + [""] + load_table(rows, floors, seconds) + [""]
+    lines += [line for v in verdicts(rows, floors) for line in (v, "")]
+    return "\n".join(lines + [f"Load average (1 min, {os.cpu_count()} cores): {load}."])
+
+
+def soak_markdown(s: dict, seconds: int, load: str) -> str:
+    t = s["tenths"]
+    rss0, rss1 = sum(s["rss_start"]), sum(s["rss_end"])
+    growth, ratio = rss1 / rss0 - 1, t[-1]["rps"] / t[0]["rps"]
+    errors, requests = sum(x["errors"] for x in t), sum(x["n"] for x in t)
+    ok = errors == 0 and growth < TARGET["soak_rss_growth"] and ratio >= TARGET["soak_last_first"]
+    wall = sum(x["wall"] for x in t)
+    lines = [f"Soak: `POST /predict/digit` ({IMAGE_SIZE}x{IMAGE_SIZE} PNG), concurrency {SOAK_CONCURRENCY}, default "
+             f"settings (backend auto chose {s['backend']}, no dynamic batching), gunicorn `-w 2 --threads 4`; "
+             f"{seconds} s as 10 consecutive wrk runs on the same server.", "",
+             "| tenth | requests | errors | p50 ms | p99 ms | req/s |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {i + 1} | {x['n']} | {x['errors']} | {x['p50']:.2f} | {x['p99']:.2f} | {x['rps']:.0f} |"
+              for i, x in enumerate(t)]
+    lines += ["", f"{requests} requests, **{errors} errors**; throughput last tenth / first tenth: "
+                  f"**{ratio:.2f}** ({t[-1]['rps']:.0f} / {t[0]['rps']:.0f} req/s); worker RSS "
+                  f"{' + '.join(f'{m:.0f}' for m in s['rss_start'])} = {rss0:.0f} MiB at the start, "
+                  f"{' + '.join(f'{m:.0f}' for m in s['rss_end'])} = {rss1:.0f} MiB at the end: **{growth:+.1%}**. "
+                  f"Targets (0 errors, RSS growth under {TARGET['soak_rss_growth']:.0%}, last/first at least "
+                  f"{TARGET['soak_last_first']}): **{'met' if ok else 'not met'}**. CPU on average: server "
+                  f"{sum(x['server_cpu'] for x in t) / wall:.2f} cores, wrk {sum(x['wrk_cpu'] for x in t) / wall:.3f}.",
+              "", f"Load average (1 min, {os.cpu_count()} cores): {load}."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.serve_load", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", required=True, help="folder with a digits bundle named mnist (with inference.onnx)")
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="MNIST files (for the test digit)")
-    p.add_argument("--seconds", type=float, default=5.0, help="load per row (default: %(default)s)")
-    p.add_argument("--raw-calls", type=int, default=2000, help="calls per raw predictor timing (default: %(default)s)")
-    p.add_argument("--soak-seconds", type=float, default=0.0, help="soak duration; 0 skips it (default: %(default)s)")
+    p.add_argument("--seconds", type=int, default=10, help="wrk run per row (default: %(default)s)")
+    p.add_argument("--backends", default=",".join(SCENARIOS), help="scenarios to run, comma-separated "
+                   "(default: all: %(default)s)")
+    p.add_argument("--raw-calls", type=int, default=2000, help="calls per in-process timing (default: %(default)s)")
+    p.add_argument("--soak", type=int, nargs="?", const=300, default=None, metavar="SECONDS",
+                   help="run only the soak, for SECONDS (default when given: %(const)s) at concurrency "
+                        f"{SOAK_CONCURRENCY}; writes the serve_soak section")
     p.add_argument("--no-write", action="store_true", help="print, do not update docs/BENCHMARKS.md")
+    p.add_argument("--allow-busy", action="store_true", help=f"write even when the load average at the start is "
+                   f"above {MAX_START_LOAD} (the section then says so in bold)")
     args = p.parse_args(argv)
-    models = Path(args.models).resolve()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install wrk (or run scripts/setup.sh as root)", file=sys.stderr)
+        return 2
+    names = [n.strip() for n in args.backends.split(",") if n.strip()]
+    if unknown := [n for n in names if n not in SCENARIOS]:
+        p.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    models, start_load = Path(args.models).resolve(), os.getloadavg()[0]
     body = digit_png(Path(args.data_dir))
-    raw = raw_predictors(models / "mnist", args.raw_calls)
-    for label, us in raw:
-        print(f"[serve_load] raw {label}: {us:.0f} us", flush=True)
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
-        http_rows = http_scenarios(models, body, args.seconds, Path(tmp))
-        soak_result = soak(models, body, args.soak_seconds, Path(tmp)) if args.soak_seconds else None
-    text = markdown(raw, http_rows, soak_result, args.seconds)
+        script = write_wrk_script(body, Path(tmp))
+        write_wrk_script(None, Path(tmp))
+        if args.soak:
+            result = soak(models, script, args.soak, Path(tmp))
+        else:
+            raw = raw_predictors(models / "mnist", args.raw_calls)
+            rows = http_scenarios(models, script, names, args.seconds, Path(tmp))
+            floors = {b: in_process_ms(models / "mnist", body, b, args.raw_calls) for b in {r["backend"] for r in rows} - {"-"}}
+    load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+    text = soak_markdown(result, args.soak, load) if args.soak else load_markdown(raw, rows, floors, args.seconds, load)
     print(text)
-    if not args.no_write:
-        command = "nice python -m bench.serve_load " + " ".join(argv if argv is not None else sys.argv[1:])
-        update_section("serve_load", "Serving: HTTP latency and throughput (gunicorn)", command, text)
+    if args.no_write:
+        return 0
+    if start_load > MAX_START_LOAD and not args.allow_busy:
+        print(f"NOT WRITTEN: the load average was {start_load:.2f} at the start (> {MAX_START_LOAD}); "
+              "rerun on a quiet machine, or pass --allow-busy", file=sys.stderr)
+        return 1
+    if start_load > MAX_START_LOAD:
+        text = f"**BUSY MACHINE: load average {start_load:.2f} at the start; these figures are not comparable.**\n\n" + text
+    command = "nice python -m bench.serve_load " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.soak:
+        update_section("serve_soak", "Serving: soak under gunicorn (wrk, concurrency 32)", command, text)
+    else:
+        update_section("serve_load", "Serving: HTTP latency and throughput (gunicorn, wrk)", command, text)
     return 0
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for this toolkit: a virtualenv with the pinned requirements, the official
-# datasets in Paddle's cache (from ../shared/data when it is there), and Chromium for the browser test.
+# datasets in Paddle's cache (from ../shared/data when it is there), Chromium for the browser test and wrk for the load bench.
 # Safe to run again: every step skips what is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,12 +25,16 @@ for name in mnist uci_housing; do
   fi
 done
 
-# Chromium for the drawing-page test (Debian's package; Playwright drives it, no browser download).
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages: Chromium for the drawing-page test (Playwright drives it, no browser download) and
+# wrk, the compiled load generator of bench/serve_load.py (a Python client would take the server's cores).
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "note: chromium not installed (apt-get install chromium); the browser test needs it" >&2
+    echo "note:$missing not installed (apt-get install$missing); the browser test needs chromium, bench/serve_load.py wrk" >&2
   fi
 fi
 echo "setup done: . .venv/bin/activate"
