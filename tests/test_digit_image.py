@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from common.digit_image import (
     BOX, CANVAS, MEAN, STD, DigitPreprocessor, ImageError, decode, normalize, preprocess, preprocess_spec, to_mnist,
 )
-from tests.digit_renderings import KINDS, render_like_user
+from bench.digit_renderings import KINDS, render_like_user
 
 MNIST_DIR = Path("/work/shared/data/mnist")
 CENTRE = CANVAS // 2  # MNIST puts the centre of mass on pixel (14, 14)

@@ -223,7 +223,7 @@ def test_exported_model_on_user_like_images(mnist_bundle, data_dir):
     Asserted: 98% over all renderings, and no kind more than 1.5 points below the plain images.
     """
     from common.digit_image import normalize, preprocess
-    from tests.digit_renderings import KINDS, render_like_user
+    from bench.digit_renderings import KINDS, render_like_user
 
     images, labels = mnist_test(data_dir, 0, 10000)
     images, labels = images[::10], labels[::10]

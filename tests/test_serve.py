@@ -30,7 +30,7 @@ import requests
 from common.digit_image import normalize
 from common.housing import FEATURE_NAMES
 from tests.conftest import ROOT, run_module
-from tests.digit_renderings import render_like_user
+from bench.digit_renderings import render_like_user
 
 HOUSE = [0.00632, 18.0, 2.31, 0.0, 0.538, 6.575, 65.2, 4.09, 1.0, 296.0, 15.3, 396.9, 4.98]  # first row, ~$24k
 FEATURES = list(FEATURE_NAMES)
