@@ -36,7 +36,7 @@ from bench.digit_renderings import HANDWRITING_KINDS, render_handwriting  # noqa
 SEED = 0  # with the kind's name and the digit's index, fixes every rendering (see digit_rng)
 BATCH = 256  # images per predictor call
 TARGET_KIND, TARGET_ALL = 0.97, 0.985  # issue 10's targets: each kind, and all kinds together
-MAX_START_LOAD = 0.5  # 1-minute load average above which the figures are not written
+from bench.report import MAX_START_LOAD  # noqa: E402
 SHEET = ROOT / "docs" / "handwriting_kinds.png"
 SHEET_EXAMPLES, SHEET_FAILURES = 4, 4  # per kind: the first digits, then the first it got wrong
 THUMB = 56  # px per picture on the sheet
@@ -212,14 +212,9 @@ def main(argv=None) -> int:
         print(f"contact sheet: {args.sheet}")
     if args.no_write or args.limit is not None or list(args.kinds) != list(HANDWRITING_KINDS):
         return 0  # a sample's figures are not the benchmark's
-    if start_load > MAX_START_LOAD and not args.allow_busy:
-        print(f"NOT WRITTEN: the load average was {start_load:.2f} at the start (> {MAX_START_LOAD}); the "
-              "preprocessing times would measure the other work too. Stop it and run again.", flush=True)
-        return 1
-    if start_load > MAX_START_LOAD:
-        body = (f"**BUSY MACHINE: load average {start_load:.2f} at the start; the times are not comparable "
-                "with a quiet run.**\n\n" + body)
-    from bench.report import update_section
+    from bench.report import busy_banner, update_section
+
+    body = busy_banner(start_load, args.allow_busy) + body
 
     contact_sheet(results, SHEET)
     update_section("handwriting", "Digits as people write them: accuracy through the server's preprocessing",

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MAX_START_LOAD = 0.5
+from bench.report import MAX_START_LOAD  # noqa: E402
 
 
 def child(bundle_dir: str, calls: int) -> None:
@@ -121,13 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if args.no_write:
         return 0
-    if start_load > MAX_START_LOAD and not args.allow_busy:
-        print(f"NOT WRITTEN: the load average was {start_load:.2f} at the start (> {MAX_START_LOAD}); "
-              "rerun on a quiet machine, or pass --allow-busy", file=sys.stderr)
-        return 1
-    if start_load > MAX_START_LOAD:
-        body = f"**BUSY MACHINE: load average {start_load:.2f} at the start; these figures are not comparable.**\n\n" + body
-    from bench.report import update_section
+    from bench.report import busy_banner, update_section
+
+    body = busy_banner(start_load, args.allow_busy) + body
 
     command = "nice python -m bench.paddle_profile " + " ".join(argv if argv is not None else sys.argv[1:])
     update_section("paddle_profile", "Paddle Inference: where a batch-1 call's time goes (profiler)", command, body)

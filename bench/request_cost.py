@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 # As serve/gunicorn_conf.py does: multiprocess metrics, decided when prometheus_client is imported.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="request-cost-prom-"))
 
-from bench.serve_load import MAX_START_LOAD, digit_png  # noqa: E402
+from bench.report import MAX_START_LOAD  # noqa: E402
+from bench.serve_load import digit_png  # noqa: E402
 
 CONTENT = {"content_type": "image/png"}
 
@@ -270,11 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     text += f"\n\nLoad average (1 min, {os.cpu_count()} cores): {load}."
     print(text)
     if args.write:
-        if start_load > MAX_START_LOAD:
-            print(f"NOT WRITTEN: the load average was {start_load:.2f} at the start (> {MAX_START_LOAD})",
-                  file=sys.stderr)
-            return 1
-        from bench.report import update_section
+        from bench.report import busy_banner, update_section
+
+        text = busy_banner(start_load, allow_busy=False) + text
 
         command = "nice python -m bench.request_cost " + " ".join(argv if argv is not None else sys.argv[1:])
         update_section("request_cost", "Serving: what one request costs, piece by piece (in-process)", command, text)

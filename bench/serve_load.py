@@ -49,12 +49,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import update_section
+from bench.report import MAX_START_LOAD, busy_banner, update_section
 
 LEVELS = (1, 8, 32)
 SOAK_CONCURRENCY = 32
 IMAGE_SIZE = 200  # pixels: a drawing, as the page sends it (its canvas is 280x280)
-MAX_START_LOAD = 0.5  # 1-minute load average above which the figures are not written
 TARGET = {"rps": 1500, "p99_ms": 50.0, "soak_rss_growth": 0.10, "soak_last_first": 0.9}  # issue 9, at c=32
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -480,12 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.no_write:
         return 0
-    if start_load > MAX_START_LOAD and not args.allow_busy:
-        print(f"NOT WRITTEN: the load average was {start_load:.2f} at the start (> {MAX_START_LOAD}); "
-              "rerun on a quiet machine, or pass --allow-busy", file=sys.stderr)
-        return 1
-    if start_load > MAX_START_LOAD:
-        text = f"**BUSY MACHINE: load average {start_load:.2f} at the start; these figures are not comparable.**\n\n" + text
+    text = busy_banner(start_load, args.allow_busy) + text
     command = "nice python -m bench.serve_load " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.soak:
         update_section("serve_soak", "Serving: soak under gunicorn (wrk, concurrency 32)", command, text)
