@@ -38,7 +38,7 @@ def sample_digit(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--epochs", type=int, default=1, help="MNIST epochs (1 is ~98.5%%, 12 is the full default)")
+    parser.add_argument("--epochs", type=int, default=1, help="MNIST epochs (1 is ~98.5%%, 8 is the full default)")
     parser.add_argument("--no-serve", action="store_true", help="stop after exporting")
     args = parser.parse_args()
 

@@ -53,7 +53,7 @@ def test_per_model_defaults_and_generated_help():
 def test_mnist_short_run_learns(data_dir, tmp_path):
     # 4000 real training images, 2 epochs of the course CNN: well above chance (10%).
     proc = run_module("train", "mnist", "--model", "course_cnn", "--train-subset", "4000", "--epochs", "2",
-                      "--optimizer", "adam", "--lr", "0.002", "--data-dir", str(data_dir),
+                      "--batch-size", "128", "--optimizer", "adam", "--lr", "0.002", "--data-dir", str(data_dir),
                       "--output", str(tmp_path), "--log", "visualdl", "--no-progress")
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["test_acc"] > 0.90, rows[-1]

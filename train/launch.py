@@ -45,12 +45,12 @@ def relaunch(procs: int, argv: list[str], config: TrainConfig) -> int:
     """
     logs = Path(resolve(config).output) / "logs"
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(procs),
-           "--log_dir", str(logs), str(MAIN), *argv]
+           "--log_dir", str(logs), "--", str(MAIN), *argv]  # "--": our --log would be an ambiguous launcher option
     print(f"[train] {procs} data-parallel processes (--procs 1 for one): python -m paddle.distributed.launch "
           f"--nproc_per_node {procs} --log_dir {logs} train/__main__.py ...", flush=True)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         for line in proc.stdout:
-            if not line.startswith(_NOISE):
+            if not line.startswith(_NOISE) and "No ccache found" not in line:
                 sys.stdout.write(line)
     if proc.returncode:
         print(f"error: training failed in a worker (exit {proc.returncode}); see {logs}/workerlog.*",
