@@ -32,6 +32,13 @@ BOX = 20  # the digit is fitted into BOX x BOX, as in MNIST
 MAX_PIXELS = 25_000_000  # default decode limit: a 5000 x 5000 photo is more than enough for a digit
 _FORMATS = ("PNG", "JPEG", "BMP", "WEBP")  # what we accept; fewer decoders, less attack surface
 _UNDECODABLE = "could not decode image: truncated or not a PNG/JPEG/BMP/WebP file"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MIN_SIDE = 384  # big JPEGs are decoded reduced down to this shorter side (the digit ends up 20x20)
+# imdecode flags for JPEG decoding at 1/2, 1/4, 1/8 of the size: [gray?][reduction]
+_REDUCED = {
+    False: {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8},
+    True: {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8},
+}
 
 # Background suppression (see _ink). Pixels closer to the background than _NOISE_SIGMAS noise
 # standard deviations are background; the digit must stand out by _MIN_CONTRAST grey levels;
@@ -40,6 +47,13 @@ _NOISE_SIGMAS = 4.0
 _MIN_CONTRAST = 40
 _SPECK_FRACTION = 0.02
 _MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation for Gaussian noise
+# Local background (see _background): a window this fraction of the image's longer side, wider
+# than any stroke, on a copy shrunk to _ANALYSIS_SIDE (polarity: _POLARITY_SIDE) pixels.
+_BACKGROUND_WINDOW = 0.25
+_ANALYSIS_SIDE = 64
+_POLARITY_SIDE = 32
+_COLOR_SIDE = 64  # the paper and ink colours are estimated on a copy this size
+_LUMA_ENOUGH = 0.5  # use the luma unless it keeps less than half the ink's colour contrast
 
 # cv2 equivalents of the EXIF orientations (phones store photos sideways and set this tag).
 _ORIENT = {
@@ -85,21 +99,29 @@ def normalize(gray: np.ndarray, mean: float = MEAN, std: float = STD, scale: flo
 # Decoding untrusted bytes
 
 
-def decode(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = _FORMATS) -> np.ndarray:
+def decode(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = _FORMATS,
+           min_side: int | None = None) -> np.ndarray:
     """Decode PNG/JPEG/BMP/WebP bytes to a uint8 gray or BGR image, refusing oversized images.
 
-    The size comes from the header (Pillow reads only that) and is checked before any pixel is
-    decoded: a few KB can claim 30000 x 30000 pixels. 16-bit images are scaled to 8 bits,
-    transparency is composited onto white and the EXIF orientation is applied.
+    The size comes from the header and is checked before any pixel is decoded: a few KB can
+    claim 30000 x 30000 pixels. 16-bit images are scaled to 8 bits, transparency is composited
+    onto white and the EXIF orientation is applied. With ``min_side``, a JPEG is decoded at 1/2,
+    1/4 or 1/8 of its size (libjpeg scales while decoding, several times faster) as long as its
+    shorter side keeps at least ``min_side`` pixels; other formats are always decoded whole.
     """
     if not data:
         raise ImageError("image is empty (0 bytes)")
-    (width, height), orientation = _read_header(data, formats)
+    (width, height), orientation, kind = _read_header(data, formats)
     if width * height > max_pixels:
         raise ImageError(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    flags = cv2.IMREAD_UNCHANGED
+    reduction = _jpeg_reduction(width, height, min_side) if kind in ("JPEG", "JPEG-gray") else 1
+    if reduction > 1:
+        # Orientation is applied below, as for the other formats; OpenCV would apply it too.
+        flags = _REDUCED[kind == "JPEG-gray"][reduction] | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:  # OpenCV's answer to truncated or corrupt data
         raise ImageError(_UNDECODABLE)
     if orientation in _ORIENT:
@@ -107,24 +129,61 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] =
     return _drop_alpha(_to_uint8(image))
 
 
-def _read_header(data: bytes, formats: tuple[str, ...] = _FORMATS) -> tuple[tuple[int, int], int]:
-    """Return ((width, height), EXIF orientation) from the image header, decoding no pixels."""
+def _jpeg_reduction(width: int, height: int, min_side: int | None) -> int:
+    """The largest of 8, 4, 2 that keeps the shorter side at ``min_side`` pixels or more, else 1."""
+    if not min_side:
+        return 1
+    return next((f for f in (8, 4, 2) if min(width, height) // f >= min_side), 1)
+
+
+def _read_header(data: bytes, formats: tuple[str, ...] = _FORMATS) -> tuple[tuple[int, int], int, str]:
+    """Return ((width, height), EXIF orientation, kind) from the header, decoding no pixels.
+
+    ``kind`` is the format, with "JPEG-gray" for a one-channel JPEG (decoded as gray when reduced).
+    """
+    if data.startswith(_PNG_SIGNATURE):
+        if "PNG" not in formats:
+            raise ImageError(_UNDECODABLE)
+        return _png_size(data), 1, "PNG"  # PNG may put EXIF after the pixels: not honoured
     try:
-        with Image.open(io.BytesIO(data), formats=formats) as im:
-            # Only JPEG and WebP keep EXIF in the header; PNG may put it after the pixels.
+        with Image.open(io.BytesIO(data), formats=[f for f in formats if f != "PNG"]) as im:
+            # Only JPEG and WebP keep EXIF in the header.
             exif = im.getexif() if im.format in ("JPEG", "MPO", "WEBP") else {}
-            if im.format == "PNG":
-                # Walks the chunks and checks their CRCs, without inflating the pixels. Needed
-                # because OpenCV 5 allocates whatever length a chunk claims: 400 bytes whose IDAT
-                # says 3 GB cost 3 GB of memory and seconds before imdecode gives up.
-                im.verify()
-            return im.size, int(exif.get(ExifTags.Base.Orientation, 1))
+            kind = "JPEG-gray" if im.format in ("JPEG", "MPO") and im.mode == "L" else \
+                "JPEG" if im.format in ("JPEG", "MPO") else im.format
+            return im.size, int(exif.get(ExifTags.Base.Orientation, 1)), kind
     except Image.DecompressionBombError as exc:
         # Pillow has its own, higher limit and refuses before we see the size; its message
         # states the pixel count.
         raise ImageError(f"image is too large: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise ImageError(_UNDECODABLE) from exc
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from IHDR, after checking that every chunk fits inside ``data``.
+
+    Needed because OpenCV 5 allocates whatever length a chunk claims: 400 bytes whose IDAT says
+    3 GB cost 3 GB of memory and seconds before imdecode gives up. Walking the chunk headers
+    bounds every claim by the file's size; it is what Pillow's ``verify()`` did for us, minus the
+    CRCs (libpng checks those while decoding) and ~20x cheaper.
+    """
+    pos, size = len(_PNG_SIGNATURE), None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length  # length, type, body, CRC
+        if end > len(data):
+            break  # truncated, or a chunk claiming more than the file holds
+        if size is None:
+            if kind != b"IHDR" or length != 13:
+                break
+            size = struct.unpack_from(">II", data, pos + 8)
+            if 0 in size or max(size) >= 2 ** 31:
+                break
+        if kind == b"IEND":
+            return size
+        pos = end
+    raise ImageError(_UNDECODABLE)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -144,10 +203,12 @@ def _drop_alpha(image: np.ndarray) -> np.ndarray:
     """
     if image.ndim != 3 or image.shape[2] not in (2, 4):
         return image
-    alpha = image[:, :, -1:].astype(np.float32) / 255.0
-    color = image[:, :, :-1].astype(np.float32)
-    flat = np.rint(color * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-    return flat[:, :, 0] if flat.shape[2] == 1 else flat
+    alpha = image[:, :, -1]
+    color = image[:, :, 0] if image.shape[2] == 2 else cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] == 4:
+        alpha = cv2.cvtColor(alpha, cv2.COLOR_GRAY2BGR)
+    # color * a + 255 * (1 - a) = 255 - (255 - color) * a, in uint8 with rounding (cv2 rounds).
+    return cv2.bitwise_not(cv2.multiply(cv2.bitwise_not(color), alpha, scale=1 / 255))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,13 +216,15 @@ def _drop_alpha(image: np.ndarray) -> np.ndarray:
 
 
 def to_mnist(image: np.ndarray, box: int = BOX, noise_sigmas: float = _NOISE_SIGMAS,
-             min_contrast: int = _MIN_CONTRAST, speck_fraction: float = _SPECK_FRACTION) -> np.ndarray:
+             min_contrast: int = _MIN_CONTRAST, speck_fraction: float = _SPECK_FRACTION,
+             background_window: float = _BACKGROUND_WINDOW) -> np.ndarray:
     """Turn any gray/BGR/BGRA digit image into a uint8 (28, 28) white-on-black MNIST-like one.
 
-    Dark-on-light or light-on-dark, any size, off-centre: the digit is found, cropped, fitted
-    into BOX x BOX and centred by its centre of mass. Raises ImageError when there is no digit.
+    Dark-on-light or light-on-dark, any size, off-centre, in a shadow or coloured: the digit is
+    found, cropped, fitted into BOX x BOX and centred by its centre of mass. Raises ImageError
+    when there is no digit.
     """
-    ink = _ink(_to_gray(image), noise_sigmas, min_contrast, speck_fraction)
+    ink = _ink(_to_gray(image), noise_sigmas, min_contrast, speck_fraction, background_window)
     x, y, w, h = cv2.boundingRect(ink)
     digit = _fit_box(ink[y:y + h, x:x + w], box)
     if not digit.any():  # e.g. two dots in opposite corners of a big photo: averaged away
@@ -177,27 +240,64 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        return _color_to_gray(image)
     if image.ndim == 2 and image.size > 0:
         return image
     raise ImageError(f"expected a gray, BGR or BGRA image, got an array of shape {image.shape}")
 
 
+def _color_to_gray(bgr: np.ndarray) -> np.ndarray:
+    """Gray from BGR, keeping the contrast between ink and paper even when it is only in colour.
+
+    Usually the luma (cvtColor) is enough: blue or red ink on white or pink paper differ in
+    brightness too. When ink and paper are about as bright (red on green), the luma loses the
+    digit, so the pixels are projected instead on the colour difference between paper (the
+    median colour) and ink (the colours furthest from it), scaled so that gray ink on gray paper
+    would give the same contrast as the luma.
+    """
+    small = _shrink(bgr, _COLOR_SIDE).reshape(-1, 3).astype(np.float32)
+    paper = np.median(small, axis=0)
+    distance = np.linalg.norm(small - paper, axis=1)
+    ink = small[distance >= 0.5 * distance.max()].mean(axis=0)
+    difference = paper - ink  # points from ink to paper: the projection is dark ink on light
+    if not difference.any():
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    weights = difference / np.abs(difference).sum()
+    luma_contrast = abs(float(difference @ np.float32([0.114, 0.587, 0.299])))
+    if luma_contrast >= _LUMA_ENOUGH * float(difference @ weights):
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    offset = -255.0 * weights[weights < 0].sum()  # keeps every projected value within 0..255
+    return cv2.transform(bgr, np.float32([[*weights, offset]]))
+
+
+def _shrink(image: np.ndarray, side: int) -> np.ndarray:
+    """A copy whose longer side is at most about ``side``: INTER_AREA by a whole factor (fast)."""
+    factor = -(-max(image.shape[:2]) // side)
+    if factor == 1:
+        return image
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    return cv2.resize(image[:h * factor, :w * factor], (w, h), interpolation=cv2.INTER_AREA)
+
+
 def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: int = _MIN_CONTRAST,
-         speck_fraction: float = _SPECK_FRACTION) -> np.ndarray:
+         speck_fraction: float = _SPECK_FRACTION, background_window: float = _BACKGROUND_WINDOW) -> np.ndarray:
     """Return the ink as white on black with the background zeroed, or raise ImageError.
 
-    The background is the median pixel (a digit covers well under half of its picture), so the
-    ink is whichever extreme lies further from it: dark ink on light paper gets inverted. The
-    paper's noise level is estimated robustly (median absolute deviation) and anything within
-    _NOISE_SIGMAS of it is zeroed; what survives keeps its anti-aliased grey levels. For a clean
-    image (MNIST, a canvas drawing) the noise is 0 and nothing but the background is removed.
+    The analysis runs on a copy shrunk to at most _ANALYSIS_SIDE pixels, where strokes are a few
+    pixels wide and noise is averaged away. Polarity: the ink is the minority, so the image
+    lies on the ink's side of its local median; dark ink on light paper gets inverted. The
+    paper's brightness is then estimated locally (``_background``) and subtracted, so a shadow
+    or a lamp's fall-off is not ink. The paper's noise level is estimated robustly (median
+    absolute deviation) and anything within ``noise_sigmas`` of it is zeroed; what survives
+    keeps its anti-aliased grey levels. For a clean image (MNIST, a canvas drawing) the paper is
+    flat and noiseless and nothing but the background is removed.
     """
-    background = _median_u8(gray)
-    if int(background) - int(gray.min()) > int(gray.max()) - int(background):
-        gray, background = cv2.bitwise_not(gray), 255 - background
-    ink = cv2.subtract(gray, np.full_like(gray, background))  # saturates at 0
-    noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(gray, np.full_like(gray, background)))
+    small = _shrink(gray, _ANALYSIS_SIDE)
+    if not _light_ink(small):
+        gray, small = cv2.bitwise_not(gray), cv2.bitwise_not(small)
+    background = _background(gray, small, background_window, min_contrast)
+    ink = cv2.subtract(gray, background)  # saturates at 0
+    noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(gray, background))
     _, ink = cv2.threshold(ink, noise_sigmas * noise, 255, cv2.THRESH_TOZERO)
     # Measured after a light blur so that lone noisy pixels cannot pass for a digit.
     contrast = int(cv2.GaussianBlur(ink, (3, 3), 0).max())
@@ -209,23 +309,62 @@ def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: in
     return _remove_specks(ink, speck_fraction)
 
 
+def _light_ink(small: np.ndarray) -> bool:
+    """Whether the ink is lighter than the paper: the image's mean lies above its local median.
+
+    The local median (a window half the image wide) is the paper nearly everywhere, even under
+    a shadow; the ink pulls the mean to its side. Comparing the extremes with one global median
+    (as before) fails when a shadow covers half the page.
+    """
+    small = _shrink(small, _POLARITY_SIDE)
+    window = max(3, min(small.shape) // 2 | 1)
+    return float(cv2.mean(cv2.subtract(small, cv2.medianBlur(small, window)))[0]) > \
+        float(cv2.mean(cv2.subtract(cv2.medianBlur(small, window), small))[0])
+
+
+def _background(gray: np.ndarray, small: np.ndarray, window: float, min_contrast: int) -> np.ndarray | int:
+    """The paper's brightness under light ink: one level if it is even, else a full-size map.
+
+    The map is a morphological opening of the shrunk copy (strokes narrower than the window
+    vanish; steps such as a shadow's edge and smooth gradients are kept), enlarged back. The
+    paper counts as even, and gets one level (its median, as for a scan or a drawing), when the
+    map varies by less than half ``min_contrast`` along the image's border, where the paper
+    shows: an opening also eats strokes bolder than the window (2% of MNIST digits have blobs
+    wider than a quarter of their 28 pixels), and flat paper needs no map.
+    """
+    side = max(3, round(window * max(small.shape)) | 1)
+    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    border = np.concatenate([opened[0], opened[-1], opened[:, 0], opened[:, -1]])
+    if int(border.max()) - int(border.min()) < min_contrast / 2:
+        return _median_u8(small)
+    return cv2.resize(opened, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
+
+
 def _median_u8(values: np.ndarray) -> int:
-    """Median of uint8 values, from a histogram (much faster than np.median on big photos)."""
-    counts = np.bincount(values.ravel(), minlength=256)
-    return int(np.searchsorted(np.cumsum(counts), (values.size + 1) // 2))
+    """Median of uint8 values, from a histogram (cv2.calcHist: faster than np.bincount or np.median)."""
+    counts = cv2.calcHist([values], [0], None, [256], [0, 256]).ravel().cumsum()
+    return int(np.searchsorted(counts, (values.size + 1) // 2))
 
 
 def _remove_specks(ink: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> np.ndarray:
-    """Zero the connected blobs that are tiny next to the largest one (dust, JPEG noise)."""
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        (ink > 0).astype(np.uint8), connectivity=8
-    )
+    """Zero the connected blobs that are tiny next to the largest one (dust, JPEG noise).
+
+    Labelled on a shrunk mask when the image is big (a speck stays at least one pixel there),
+    and skipped when that mask has a single blob: the usual case for a drawing.
+    """
+    mask = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY)[1]
+    small = _shrink(mask, _ANALYSIS_SIDE * 2)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        cv2.threshold(small, 0, 1, cv2.THRESH_BINARY)[1], connectivity=8)
     areas = stats[:, cv2.CC_STAT_AREA]
     keep = areas >= speck_fraction * areas[1:].max()
-    if keep[1:].all():  # the usual case for a drawing: nothing to remove, skip the per-pixel pass
+    if count <= 2 or keep[1:].all():  # nothing to remove: skip the per-pixel pass
         return ink
     keep[0] = False  # label 0 is the background
-    return np.where(keep[labels], ink, 0).astype(np.uint8)
+    kept = keep[labels].astype(np.uint8)
+    if small.shape != ink.shape:
+        kept = cv2.resize(kept, ink.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    return cv2.multiply(ink, kept)
 
 
 def _fit_box(digit: np.ndarray, box: int) -> np.ndarray:
@@ -269,9 +408,11 @@ class DigitPreprocessor:
 
     formats: tuple[str, ...] = _FORMATS
     max_pixels: int = MAX_PIXELS
+    min_side: int = MIN_SIDE
     noise_sigmas: float = _NOISE_SIGMAS
     min_contrast: int = _MIN_CONTRAST
     speck_fraction: float = _SPECK_FRACTION
+    background_window: float = _BACKGROUND_WINDOW
     box: int = BOX
     canvas: int = CANVAS
     scale: float = 1 / 255
@@ -280,9 +421,9 @@ class DigitPreprocessor:
 
     # op name -> the fields it carries, in the order the chain runs them
     OPS = {
-        "DecodeImage": ("formats", "max_pixels"),
+        "DecodeImage": ("formats", "max_pixels", "min_side"),
         "ToGray": (),
-        "ExtractInk": ("noise_sigmas", "min_contrast", "speck_fraction"),
+        "ExtractInk": ("noise_sigmas", "min_contrast", "speck_fraction", "background_window"),
         "FitBox": ("box",),
         "CenterOfMass": ("canvas",),
         "Normalize": ("scale", "mean", "std"),
@@ -327,13 +468,15 @@ class DigitPreprocessor:
             raise ValueError(f"formats must be some of {list(_FORMATS)}, got {list(self.formats)}")
         if self.canvas != CANVAS or not 0 < self.box <= self.canvas:
             raise ValueError(f"canvas must be {CANVAS} and box between 1 and it, got {self.canvas} and {self.box}")
-        if not (self.std > 0 and self.scale > 0 and self.max_pixels > 0):
-            raise ValueError("std, scale and max_pixels must be positive")
+        if not (self.std > 0 and self.scale > 0 and self.max_pixels > 0 and self.min_side > 0):
+            raise ValueError("std, scale, max_pixels and min_side must be positive")
+        if not 0 < self.background_window <= 1:
+            raise ValueError(f"background_window is a fraction of the image's side, got {self.background_window}")
 
     def to_mnist(self, image: np.ndarray) -> np.ndarray:
         """A decoded image -> uint8 (canvas, canvas), white on black: what the model sees, before scaling."""
         return to_mnist(image, box=self.box, noise_sigmas=self.noise_sigmas, min_contrast=self.min_contrast,
-                        speck_fraction=self.speck_fraction)
+                        speck_fraction=self.speck_fraction, background_window=self.background_window)
 
     def __call__(self, data: bytes | np.ndarray) -> np.ndarray:
         """Bytes of an image file (or a decoded array) -> float32 (1, 1, canvas, canvas) model input."""
@@ -343,7 +486,7 @@ class DigitPreprocessor:
         """Decode image bytes (arrays pass through); ``max_pixels`` may only lower the bundle's limit."""
         if isinstance(data, (bytes, bytearray, memoryview)):
             limit = self.max_pixels if max_pixels is None else min(self.max_pixels, max_pixels)
-            return decode(bytes(data), limit, self.formats)
+            return decode(bytes(data), limit, self.formats, self.min_side)
         return data
 
     def normalize(self, gray: np.ndarray) -> np.ndarray:
