@@ -52,7 +52,9 @@ _MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation for Ga
 _BACKGROUND_WINDOW = 0.25
 _ANALYSIS_SIDE = 64
 _POLARITY_SIDE = 32
+_SPECK_SIDE = 512  # dust is looked for on a mask shrunk to this side (coarser merges specks into the digit)
 _COLOR_SIDE = 64  # the paper and ink colours are estimated on a copy this size
+_MAX_GAIN = 4.0  # ink in a shadow is brightened at most this much (see _under_uneven_light)
 _LUMA_ENOUGH = 0.5  # use the luma unless it keeps less than half the ink's colour contrast
 
 # cv2 equivalents of the EXIF orientations (phones store photos sideways and set this tag).
@@ -293,12 +295,16 @@ def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: in
     flat and noiseless and nothing but the background is removed.
     """
     small = _shrink(gray, _ANALYSIS_SIDE)
-    if not _light_ink(small):
+    dark_ink = not _light_ink(small)
+    if dark_ink:
         gray, small = cv2.bitwise_not(gray), cv2.bitwise_not(small)
-    background = _background(gray, small, background_window, min_contrast)
-    ink = cv2.subtract(gray, background)  # saturates at 0
-    noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(gray, background))
-    _, ink = cv2.threshold(ink, noise_sigmas * noise, 255, cv2.THRESH_TOZERO)
+    background = _background(small, background_window, min_contrast)
+    if isinstance(background, int):  # even paper: one level, as for a scan or a drawing
+        ink = cv2.subtract(gray, background)  # saturates at 0
+        noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(gray, background))
+        _, ink = cv2.threshold(ink, noise_sigmas * noise, 255, cv2.THRESH_TOZERO)
+    else:
+        ink = _under_uneven_light(gray, background, dark_ink, noise_sigmas)
     # Measured after a light blur so that lone noisy pixels cannot pass for a digit.
     contrast = int(cv2.GaussianBlur(ink, (3, 3), 0).max())
     if contrast < min_contrast:
@@ -322,22 +328,47 @@ def _light_ink(small: np.ndarray) -> bool:
         float(cv2.mean(cv2.subtract(cv2.medianBlur(small, window), small))[0])
 
 
-def _background(gray: np.ndarray, small: np.ndarray, window: float, min_contrast: int) -> np.ndarray | int:
-    """The paper's brightness under light ink: one level if it is even, else a full-size map.
+def _background(small: np.ndarray, window: float, min_contrast: int) -> np.ndarray | int:
+    """The paper's brightness under light ink: one level if it is even, else a map of ``small``.
 
-    The map is a morphological opening of the shrunk copy (strokes narrower than the window
-    vanish; steps such as a shadow's edge and smooth gradients are kept), enlarged back. The
-    paper counts as even, and gets one level (its median, as for a scan or a drawing), when the
-    map varies by less than half ``min_contrast`` along the image's border, where the paper
-    shows: an opening also eats strokes bolder than the window (2% of MNIST digits have blobs
-    wider than a quarter of their 28 pixels), and flat paper needs no map.
+    The map is a morphological opening of the shrunk copy: strokes narrower than the window
+    vanish; steps such as a shadow's edge and smooth gradients are kept. The paper counts as
+    even, and gets one level (its median, as for a scan or a drawing), when the map varies by
+    less than half ``min_contrast`` along the image's border, where the paper shows: an opening
+    also eats strokes bolder than the window (2% of MNIST digits have blobs wider than a quarter
+    of their 28 pixels), and flat paper needs no map.
     """
     side = max(3, round(window * max(small.shape)) | 1)
-    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
+    # Padded with white so that the window may stick out of the image: otherwise the paper's
+    # level is missed where a shadow's slanted edge meets the border (no square fits there).
+    r = side // 2
+    padded = cv2.copyMakeBorder(small, r, r, r, r, cv2.BORDER_CONSTANT, value=255)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+    opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel)[r:-r, r:-r]
     border = np.concatenate([opened[0], opened[-1], opened[:, 0], opened[:, -1]])
     if int(border.max()) - int(border.min()) < min_contrast / 2:
         return _median_u8(small)
-    return cv2.resize(opened, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return opened
+
+
+def _under_uneven_light(light_ink: np.ndarray, background: np.ndarray, inverted: bool,
+                        noise_sigmas: float) -> np.ndarray:
+    """Light ink minus the background map, thresholded, then rescaled to the best-lit contrast.
+
+    The threshold (``noise_sigmas`` noise standard deviations) applies to the plain difference:
+    the camera's noise does not grow in a shadow. Then, light multiplies: under a shadow that
+    halves the paper's brightness the ink stands out half as much, so each pixel is scaled by
+    (brightest paper / local paper), at most _MAX_GAIN times. The paper is 255 - background
+    when the image was inverted (dark ink).
+    """
+    size = light_ink.shape[::-1]
+    paper = cv2.bitwise_not(background) if inverted else background
+    gain = float(paper.max()) / np.maximum(paper.astype(np.float32), paper.max() / _MAX_GAIN)
+    background = cv2.resize(background, size, interpolation=cv2.INTER_LINEAR)
+    difference = cv2.subtract(light_ink, background)
+    noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(light_ink, background))
+    _, difference = cv2.threshold(difference, noise_sigmas * noise, 255, cv2.THRESH_TOZERO)
+    return cv2.multiply(difference, cv2.resize(gain, size, interpolation=cv2.INTER_LINEAR), dtype=cv2.CV_8U)
 
 
 def _median_u8(values: np.ndarray) -> int:
@@ -349,18 +380,20 @@ def _median_u8(values: np.ndarray) -> int:
 def _remove_specks(ink: np.ndarray, speck_fraction: float = _SPECK_FRACTION) -> np.ndarray:
     """Zero the connected blobs that are tiny next to the largest one (dust, JPEG noise).
 
-    Labelled on a shrunk mask when the image is big (a speck stays at least one pixel there),
-    and skipped when that mask has a single blob: the usual case for a drawing.
+    Labelled on a shrunk mask when the image is big (a speck stays at least one pixel there,
+    and each blob's area is counted in the image's pixels), and skipped when nothing is tiny:
+    the usual case for a drawing.
     """
     mask = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY)[1]
-    small = _shrink(mask, _ANALYSIS_SIDE * 2)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        cv2.threshold(small, 0, 1, cv2.THRESH_BINARY)[1], connectivity=8)
-    areas = stats[:, cv2.CC_STAT_AREA]
-    keep = areas >= speck_fraction * areas[1:].max()
-    if count <= 2 or keep[1:].all():  # nothing to remove: skip the per-pixel pass
+    small = _shrink(mask, _SPECK_SIDE)
+    count, labels = cv2.connectedComponents(cv2.threshold(small, 0, 1, cv2.THRESH_BINARY)[1], connectivity=8)
+    if count <= 2:  # one blob (label 0 is the background)
         return ink
-    keep[0] = False  # label 0 is the background
+    areas = np.bincount(labels.ravel(), weights=small.ravel(), minlength=count)
+    keep = areas >= speck_fraction * areas[1:].max()
+    if keep[1:].all():  # nothing to remove: skip the per-pixel pass
+        return ink
+    keep[0] = False
     kept = keep[labels].astype(np.uint8)
     if small.shape != ink.shape:
         kept = cv2.resize(kept, ink.shape[::-1], interpolation=cv2.INTER_NEAREST)
