@@ -9,7 +9,9 @@ implement is refused instead of being served with ours.
 ``to_mnist`` repeats what LeCun et al. did to build MNIST from NIST scans, so a photo or a
 drawing ends up looking like the training data: the digit, white on black, fitted into a
 20x20 box keeping its aspect ratio (anti-aliased, hence grey levels), then moved so that its
-centre of mass sits at pixel (14, 14) of the 28x28 field.
+centre of mass sits at pixel (14, 14) of the 28x28 field. Photos get more care than scans: the
+paper's brightness is estimated locally (shadows, a lamp's fall-off), coloured ink on coloured
+paper is separated by colour when brightness does not, and big JPEGs are decoded reduced.
 
 Every problem with a user's image raises ``ImageError`` (a ``ValueError``) whose message can be
 shown to the client as it is.
@@ -55,8 +57,8 @@ _POLARITY_SIDE = 32
 _SPECK_SIDE = 512  # dust is looked for on a mask shrunk to this side (coarser merges specks into the digit)
 _COLOR_SIDE = 64  # the paper and ink colours are estimated on a copy this size
 _MAX_GAIN = 4.0  # ink in a shadow is brightened at most this much (see _under_uneven_light)
-_LUMA_ENOUGH = 0.5
-_NEUTRAL = 6  # a BGR image whose channels differ by at most this is gray  # use the luma unless it keeps less than half the ink's colour contrast
+_LUMA_ENOUGH = 0.5  # use the luma unless it keeps less than half the ink's colour contrast
+_NEUTRAL = 6  # a BGR image whose channels differ by at most this is gray
 
 # cv2 equivalents of the EXIF orientations (phones store photos sideways and set this tag).
 _ORIENT = {
@@ -310,12 +312,14 @@ def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: in
     dark_ink = not _light_ink(tiny)
     if dark_ink:
         gray, small, tiny = cv2.bitwise_not(gray), cv2.bitwise_not(small), cv2.bitwise_not(tiny)
-    noise = None
+    noiseless = False
     if _even(tiny, background_window, min_contrast):  # one level, as for a scan or a drawing
-        background = _median_u8(small)
+        sample = _sample(gray)  # full-resolution pixels: the noise is averaged away in ``small``
+        background = _median_u8(sample)
         ink = cv2.subtract(gray, background)  # saturates at 0
-        noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(_sample(gray), background))
+        noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(sample, background))
         _, ink = cv2.threshold(ink, noise_sigmas * noise, 255, cv2.THRESH_TOZERO)
+        noiseless = noise == 0
     else:
         ink = _under_uneven_light(gray, _opening(small, background_window), dark_ink, noise_sigmas)
     # Measured after a light blur so that lone noisy pixels cannot pass for a digit.
@@ -325,7 +329,7 @@ def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: in
             f"image has no visible digit: its strongest marks stand out from the background by "
             f"{contrast} grey levels, at least {min_contrast} are needed"
         )
-    return ink, noise == 0
+    return ink, noiseless
 
 
 def _light_ink(tiny: np.ndarray) -> bool:
@@ -418,7 +422,8 @@ def _crop_digit(ink: np.ndarray, speck_fraction: float = _SPECK_FRACTION, noisel
     count, labels = cv2.connectedComponents(cv2.threshold(small, 0, 1, cv2.THRESH_BINARY)[1], connectivity=8)
     keep = np.ones(count, bool)
     if count > 2:
-        areas = np.bincount(labels.ravel(), weights=None if small is ink else small.ravel(), minlength=count)
+        # Summing the mask counts the image's ink pixels (255 each), also when shrunk.
+        areas = np.bincount(labels.ravel(), weights=small.ravel(), minlength=count)
         keep = areas >= speck_fraction * areas[1:].max()
     keep[0] = False  # label 0 is the background
     if keep[1:].all():
