@@ -299,21 +299,28 @@ def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: in
     Raises ImageError when nothing stands out. Noiseless paper means a drawing, not a photo.
 
     The analysis runs on a copy shrunk to at most _ANALYSIS_SIDE pixels, where strokes are a few
-    pixels wide and noise is averaged away. Polarity: the ink is the minority, so the image
-    lies on the ink's side of its local median; dark ink on light paper gets inverted. The
-    paper's brightness is then estimated locally (``_opening``) and subtracted, so a shadow
-    or a lamp's fall-off is not ink. The paper's noise level is estimated robustly (median
+    pixels wide and noise is averaged away. Polarity: when the border is evenly paper, the ink
+    is the extreme further from it; otherwise the ink is the minority, so the image lies on the
+    ink's side of its local median. Dark ink on light paper gets inverted. Unless the paper is
+    even, its brightness is then estimated locally (``_opening``) and subtracted, so a shadow or
+    a lamp's fall-off is not ink. The paper's noise level is estimated robustly (median
     absolute deviation) and anything within ``noise_sigmas`` of it is zeroed; what survives
     keeps its anti-aliased grey levels. For a clean image (MNIST, a canvas drawing) the paper is
     flat and noiseless and nothing but the background is removed.
     """
     small = _shrink(gray, _ANALYSIS_SIDE)
     tiny = _shrink(small, _POLARITY_SIDE)
-    dark_ink = not _light_ink(tiny)
+    ring = _border(tiny)
+    even = int(ring.max()) - int(ring.min()) < min_contrast / 2
+    if even:  # the paper shows evenly all around (a scan, a drawing): the ink is what lies far from it
+        paper = int(np.median(ring))
+        dark_ink = paper - int(tiny.min()) > int(tiny.max()) - paper
+    else:
+        dark_ink = not _light_ink(tiny)
     if dark_ink:
         gray, small, tiny = cv2.bitwise_not(gray), cv2.bitwise_not(small), cv2.bitwise_not(tiny)
     noiseless = False
-    if _even(tiny, background_window, min_contrast):  # one level, as for a scan or a drawing
+    if even or _even(tiny, background_window, min_contrast):  # one level
         sample = _sample(gray)  # full-resolution pixels: the noise is averaged away in ``small``
         background = _median_u8(sample)
         ink = cv2.subtract(gray, background)  # saturates at 0
@@ -358,18 +365,20 @@ def _opening(light_ink: np.ndarray, window: float) -> np.ndarray:
 
 
 def _even(tiny: np.ndarray, window: float, min_contrast: int) -> bool:
-    """Whether the paper is evenly lit: its level varies by less than half ``min_contrast`` along the border.
+    """Whether the paper under light ink is evenly lit: its level varies by less than half
+    ``min_contrast`` along the border, where the paper shows, once strokes are opened away.
 
-    The border is where the paper shows. An even page gets one level (its median), exactly as
-    before local backgrounds: an opening also eats strokes bolder than the window (2% of MNIST
-    digits have blobs wider than a quarter of their 28 pixels), and flat paper needs no map.
+    An even page gets one level (its median), exactly as before local backgrounds: an opening
+    also eats strokes bolder than the window (2% of MNIST digits have blobs wider than a quarter
+    of their 28 pixels), and flat paper needs no map.
     """
-    border = np.concatenate([tiny[0], tiny[-1], tiny[:, 0], tiny[:, -1]])
-    if int(border.max()) - int(tiny.min()) < min_contrast / 2:
-        return True  # the opening lies between these two: no need to compute it (a clean drawing)
-    opened = _opening(tiny, window)
-    border = np.concatenate([opened[0], opened[-1], opened[:, 0], opened[:, -1]])
+    border = _border(_opening(tiny, window))
     return int(border.max()) - int(border.min()) < min_contrast / 2
+
+
+def _border(image: np.ndarray) -> np.ndarray:
+    """The pixels along the image's four edges."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
 
 
 def _sample(image: np.ndarray) -> np.ndarray:
