@@ -399,7 +399,8 @@ def _under_uneven_light(light_ink: np.ndarray, background: np.ndarray, inverted:
     """
     size = light_ink.shape[::-1]
     paper = cv2.bitwise_not(background) if inverted else background
-    gain = float(paper.max()) / np.maximum(paper.astype(np.float32), paper.max() / _MAX_GAIN)
+    brightest = max(float(paper.max()), 1.0)  # 1: black paper all over would divide 0 by 0
+    gain = brightest / np.maximum(paper.astype(np.float32), brightest / _MAX_GAIN)
     background = cv2.resize(background, size, interpolation=cv2.INTER_LINEAR)
     difference = cv2.subtract(light_ink, background)
     noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(_sample(light_ink), _sample(background)))
