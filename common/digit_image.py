@@ -299,9 +299,9 @@ def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: in
     Raises ImageError when nothing stands out. Noiseless paper means a drawing, not a photo.
 
     The analysis runs on a copy shrunk to at most _ANALYSIS_SIDE pixels, where strokes are a few
-    pixels wide and noise is averaged away. Polarity: when the border is evenly paper, the ink
-    is the extreme further from it; otherwise the ink is the minority, so the image lies on the
-    ink's side of its local median. Dark ink on light paper gets inverted. Unless the paper is
+    pixels wide and noise is averaged away. Polarity: when most of the border is evenly lit
+    paper, the ink is the extreme further from it; otherwise the ink is the minority, so the
+    image lies on the ink's side of its local median. Dark ink on light paper gets inverted. Unless the paper is
     even, its brightness is then estimated locally (``_opening``) and subtracted, so a shadow or
     a lamp's fall-off is not ink. The paper's noise level is estimated robustly (median
     absolute deviation) and anything within ``noise_sigmas`` of it is zeroed; what survives
@@ -310,17 +310,19 @@ def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: in
     """
     small = _shrink(gray, _ANALYSIS_SIDE)
     tiny = _shrink(small, _POLARITY_SIDE)
-    ring = _border(tiny)
-    even = int(ring.max()) - int(ring.min()) < min_contrast / 2
-    if even:  # the paper shows evenly all around (a scan, a drawing): the ink is what lies far from it
-        paper = int(np.median(ring))
+    ring = np.sort(_border(tiny)).astype(int)
+    tenth = len(ring) // 10
+    if ring[-1 - tenth] - ring[tenth] < min_contrast / 2:
+        # Most of the border is evenly lit paper (strokes may touch it): the ink is the extreme
+        # further from the paper's level.
+        paper = ring[len(ring) // 2]
         dark_ink = paper - int(tiny.min()) > int(tiny.max()) - paper
     else:
         dark_ink = not _light_ink(tiny)
     if dark_ink:
         gray, small, tiny = cv2.bitwise_not(gray), cv2.bitwise_not(small), cv2.bitwise_not(tiny)
     noiseless = False
-    if even or _even(tiny, background_window, min_contrast):  # one level
+    if ring[-1] - ring[0] < min_contrast / 2 or _even(tiny, background_window, min_contrast):  # one level
         sample = _sample(gray)  # full-resolution pixels: the noise is averaged away in ``small``
         background = _median_u8(sample)
         ink = cv2.subtract(gray, background)  # saturates at 0
