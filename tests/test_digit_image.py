@@ -88,6 +88,34 @@ def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.astype(np.float64).ravel(), b.astype(np.float64).ravel())[0, 1])
+
+
+def on_page(digit: np.ndarray, side: int, digit_side: int, at: tuple[int, int] | None = None) -> np.ndarray:
+    """Ink coverage 0..1 of a side x side page with ``digit`` (white on black) enlarged to digit_side."""
+    coverage = np.zeros((side, side), np.float32)
+    y, x = at or ((side - digit_side) // 2,) * 2
+    coverage[y:y + digit_side, x:x + digit_side] = cv2.resize(digit, (digit_side, digit_side)) / 255.0
+    return coverage
+
+
+def uneven_light(side: int, shadow_depth: float) -> np.ndarray:
+    """A lamp's fall-off from left to right (-35%) and a soft-edged shadow over the lower right."""
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    shadow = cv2.GaussianBlur(((xx + 0.6 * yy) > 0.75).astype(np.float32), (0, 0), side / 60)
+    return (1 - 0.35 * xx) * (1 - shadow_depth * shadow)
+
+
+def photograph(coverage: np.ndarray, paper, ink, light: np.ndarray | float = 1.0, noise: float = 4) -> np.ndarray:
+    """uint8 photo of the page: paper and ink levels (or BGR colours), times the light, plus noise."""
+    if np.ndim(paper):
+        coverage, light = coverage[..., None], np.asarray(light)[..., None] if np.ndim(light) else light
+    pixels = (np.float32(paper) * (1 - coverage) + np.float32(ink) * coverage) * light
+    pixels += np.random.default_rng(0).normal(0, noise, pixels.shape)
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
 # ---------------------------------------------------------------------------------------------
 # normalize
 
@@ -180,6 +208,39 @@ def test_decode_composites_transparency_onto_white():
     assert_mnist_like(to_mnist(out))
 
 
+def test_decode_reduces_big_jpegs_keeping_colour_and_orientation():
+    photo = np.full((1500, 2000, 3), (40, 90, 200), np.uint8)  # BGR: an orange page
+    photo[:, :100] = (255, 0, 0)  # and a blue band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise
+    buf = io.BytesIO()
+    Image.fromarray(photo[:, :, ::-1]).save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    full = decode(buf.getvalue())
+    assert full.shape == (2000, 1500, 3)
+    reduced = decode(buf.getvalue(), min_side=300)  # 1500 // 4 = 375 >= 300; 1500 // 8 < 300
+    assert reduced.shape == (500, 375, 3)
+    assert mean_abs_diff(reduced, cv2.resize(full, (375, 500), interpolation=cv2.INTER_AREA)) < 3
+    assert reduced[:20].mean(axis=(0, 1)).round().tolist() == pytest.approx([255, 0, 0], abs=6)  # band now on top
+    gray = cv2.imencode(".jpg", np.full((1600, 1600), 128, np.uint8))[1].tobytes()
+    assert decode(gray, min_side=384).shape == (400, 400)
+    assert DigitPreprocessor().decode(gray).shape == (400, 400)  # the chain's default: min_side 384
+
+
+def test_decode_refuses_a_format_left_out():
+    with pytest.raises(ImageError, match="could not decode"):
+        decode(encode(seven()), formats=("JPEG",))
+
+
+def test_decode_composites_gray_with_alpha_onto_white():
+    png = io.BytesIO()
+    la = np.zeros((20, 20, 2), np.uint8)
+    la[5:15, 9:11] = (0, 255)  # an opaque black bar on transparent black
+    Image.fromarray(la, "LA").save(png, "PNG")
+    out = decode(png.getvalue())
+    assert out.shape[:2] == (20, 20)  # OpenCV reads LA as BGRA: BGR once composited
+    assert np.all(out[0, 0] == 255) and np.all(out[10, 10] == 0)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_decode_applies_exif_orientation_like_pillow(orientation):
     # Phones store photos sideways and say how to turn them in EXIF tag 0x0112.
@@ -241,6 +302,39 @@ def test_to_mnist_refuses_blank_images(blank):
         to_mnist(blank)
 
 
+@pytest.mark.parametrize("draw", [seven, one])
+@pytest.mark.parametrize("depth", [0.55, 0.7])
+def test_to_mnist_removes_shadows_and_uneven_light(draw, depth):
+    # The shadow darkens paper more than the ink stands out: one global background made the
+    # shadow "ink" (no digit found, or a crop of the shadow's edge).
+    page = on_page(draw(), 600, 360)
+    photo = photograph(page, 235, 45, uneven_light(600, depth))
+    out = to_mnist(photo)
+    assert_mnist_like(out)
+    assert correlation(out, to_mnist(draw())) > 0.85
+
+
+def test_to_mnist_reads_chalk_on_an_unevenly_lit_board():
+    photo = photograph(on_page(seven(), 600, 360), 50, 230, uneven_light(600, 0.55))  # light ink
+    assert correlation(to_mnist(photo), to_mnist(seven())) > 0.85
+
+
+@pytest.mark.parametrize("paper, ink", [
+    ((200, 190, 250), (40, 40, 210)),  # red on pink (BGR): darker, the luma suffices
+    ((60, 150, 60), (40, 40, 230)),  # red on green, equally bright: only the colour differs
+], ids=["red-on-pink", "red-on-green"])
+def test_to_mnist_finds_coloured_ink_on_coloured_paper(paper, ink):
+    photo = photograph(on_page(seven(), 300, 180), paper, ink, noise=3)
+    assert correlation(to_mnist(photo), to_mnist(seven())) > 0.9
+
+
+def test_to_mnist_finds_a_small_digit_on_a_big_page():
+    photo = photograph(on_page(one(), 1000, 80, at=(700, 150)), 225, 45, noise=5)
+    out = to_mnist(photo)
+    assert_mnist_like(out)
+    assert correlation(out, to_mnist(one())) > 0.9
+
+
 def test_to_mnist_refuses_marks_too_small_to_survive_shrinking():
     page = np.zeros((2000, 2000), np.uint8)
     page[:3, :3] = page[-3:, -3:] = 255  # two dots 2000 px apart: the crop shrinks 100x
@@ -276,7 +370,11 @@ def test_preprocess_spec_is_plain_yaml_with_the_real_parameters():
     ops = {name: args for op in spec["transform_ops"] for name, args in op.items()}
     assert ops["Normalize"] == {"scale": 1 / 255, "mean": MEAN, "std": STD}
     assert ops["FitBox"]["box"] == BOX and ops["CenterOfMass"]["canvas"] == CANVAS
+    assert set(ops["DecodeImage"]) == {"formats", "max_pixels", "min_side"}
+    assert set(ops["ExtractInk"]) == {"noise_sigmas", "min_contrast", "speck_fraction", "background_window"}
     assert DigitPreprocessor.from_spec(yaml.safe_load(text)["PreProcess"]) == DigitPreprocessor()
+    other = DigitPreprocessor(min_side=200, background_window=0.4, noise_sigmas=3.0)
+    assert DigitPreprocessor.from_spec(yaml.safe_load(yaml.safe_dump(other.spec()))) == other
 
 
 def test_preprocessor_follows_the_spec_and_refuses_what_it_does_not_implement():
@@ -290,6 +388,10 @@ def test_preprocessor_follows_the_spec_and_refuses_what_it_does_not_implement():
         DigitPreprocessor.from_spec(unknown)
     ops["FitBox"]["interpolation"] = "cubic"
     with pytest.raises(ValueError, match="FitBox takes exactly the parameters"):
+        DigitPreprocessor.from_spec(spec)
+    del ops["FitBox"]["interpolation"]
+    ops["ExtractInk"]["background_window"] = 2.0
+    with pytest.raises(ValueError, match="background_window"):
         DigitPreprocessor.from_spec(spec)
 
 
