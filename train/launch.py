@@ -15,6 +15,7 @@ from pathlib import Path
 import paddle
 
 from .config import TrainConfig, resolve
+from .errors import ConfigError
 
 MAIN = Path(__file__).resolve().parent / "__main__.py"
 AUTO_MAX = 2  # measured on 2 cores only: more processes on bigger machines are for --procs N
@@ -31,11 +32,16 @@ def processes(config: TrainConfig) -> int:
     """How many processes the command line should train with (1: just run here)."""
     if launched():
         return 1
-    procs = config.procs or resolve(config).procs  # resolve also checks every flag before we start
-    if procs != "auto":
-        return int(procs)
-    on_gpu = config.device == "gpu" or (config.device in (None, "auto") and paddle.device.cuda.device_count() > 0)
-    return 1 if on_gpu else max(1, min(AUTO_MAX, os.cpu_count() or 1))
+    cfg = resolve(config)  # checks every flag before anything starts
+    if cfg.procs != "auto":
+        procs = int(cfg.procs)
+    elif cfg.device == "gpu" or (cfg.device == "auto" and paddle.device.cuda.device_count() > 0):
+        procs = 1
+    else:
+        procs = max(1, min(AUTO_MAX, os.cpu_count() or 1))
+    if procs > 1 and config.resume is None and cfg.batch_size % procs:
+        raise ConfigError(f"--batch-size {cfg.batch_size} does not split evenly over {procs} processes")
+    return procs
 
 
 def relaunch(procs: int, argv: list[str], config: TrainConfig) -> int:
