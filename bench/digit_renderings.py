@@ -62,15 +62,14 @@ COLOUR_PAPERS = {  # BGR
 
 def render_like_user(mnist28: np.ndarray, rng: np.random.Generator, kind: str) -> bytes:
     """Return the encoded image of ``mnist28`` rendered as ``kind`` (one of KINDS)."""
-    renderers = {
-        "inverted": _inverted,
-        "large": _large,
-        "shifted": _shifted,
-        "jpeg": _jpeg,
-        "rgb": _rgb,
-    }
+    renderers = {"inverted": _inverted, "large": _large, "shifted": _shifted, "jpeg": _jpeg, "rgb": _rgb}
+    return _encode(renderers, mnist28, rng, kind)
+
+
+def _encode(renderers: dict, mnist28: np.ndarray, rng: np.random.Generator, kind: str) -> bytes:
+    """Run ``renderers[kind]`` on the digit and encode what it drew, in the format it chose."""
     if kind not in renderers:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        raise ValueError(f"unknown kind {kind!r}; expected one of {tuple(renderers)}")
     image, ext, params = renderers[kind](np.asarray(mnist28, dtype=np.uint8), rng)
     ok, buf = cv2.imencode(ext, image, params)
     assert ok, f"cv2.imencode({ext}) failed"
@@ -121,22 +120,9 @@ def _rgb(digit: np.ndarray, rng: np.random.Generator):
 
 def render_handwriting(mnist28: np.ndarray, rng: np.random.Generator, kind: str) -> bytes:
     """Return the encoded image of ``mnist28`` written or photographed as ``kind`` (one of HANDWRITING_KINDS)."""
-    renderers = {
-        "rotated": _rotated,
-        "thick": _thick,
-        "thin": _thin,
-        "blurred": _blurred,
-        "small": _small,
-        "shaded": _shaded,
-        "colour": _colour,
-        "jpeg": _heavy_jpeg,
-    }
-    if kind not in renderers:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {HANDWRITING_KINDS}")
-    image, ext, params = renderers[kind](np.asarray(mnist28, dtype=np.uint8), rng)
-    ok, buf = cv2.imencode(ext, image, params)
-    assert ok, f"cv2.imencode({ext}) failed"
-    return buf.tobytes()
+    renderers = {"rotated": _rotated, "thick": _thick, "thin": _thin, "blurred": _blurred, "small": _small,
+                 "shaded": _shaded, "colour": _colour, "jpeg": _heavy_jpeg}
+    return _encode(renderers, mnist28, rng, kind)
 
 
 def ink_mask(mnist28: np.ndarray) -> np.ndarray:
