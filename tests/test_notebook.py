@@ -21,7 +21,7 @@ from .deploy_helpers import free_port
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 KERNEL = "paddle-d2s-test"
 # A few training steps: the test is about the notebook's path, not the accuracy it reaches.
-BUDGET = {"HOUSING_EPOCHS": 3, "MNIST_EPOCHS": 1, "MNIST_TRAIN_SUBSET": 512, "MNIST_VAL_SIZE": 100,
+BUDGET = {"HOUSING_EPOCHS": 3, "MNIST_EPOCHS": 1, "MNIST_TRAIN_SUBSET": 1024, "MNIST_VAL_SIZE": 100,
           "STOP_AFTER_STEPS": 2, "SAVE_EVERY_STEPS": 1}
 
 
@@ -76,7 +76,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, data_dir, monkeypatch):
 
     text = "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "stopped at global step 2" in text
-    assert "resuming from" in text and "finished at global step 4" in text  # 512 images / 128 per step
+    assert "resuming from" in text and "finished at global step 4" in text  # 1024 images / 256 per step
     assert "the server reads a " in text and "predicted price $" in text and "server stopped" in text
     displayed = [kind for c in notebook.cells for o in c.get("outputs", []) for kind in o.get("data", {})]
     assert displayed.count("image/png") == 3, "two training curves and the drawn digit"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,37 @@ def test_two_processes_sigkilled_and_resumed_are_exact(data_dir, tmp_path):
     resumed = run_module("train", *args, "--resume", "auto", "--data-dir", str(data_dir), "--output", str(out))
     assert "resuming from" in resumed.stdout and "2 data-parallel processes" in resumed.stdout
     assert_same_run(reference, out)
+
+
+def test_killing_the_command_stops_its_workers(data_dir, tmp_path):
+    """SIGKILL of ``python -m train`` alone (not its group) still ends the two workers it launched."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "train", *COMMON, "--procs", "2", "--epochs", "20", "--data-dir", str(data_dir),
+           "--output", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "checkpoints").glob("ckpt-*.pdckpt")):
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and workers_of(out):
+        time.sleep(0.5)
+    assert not workers_of(out), "workers kept running after their command was killed"
+
+
+def workers_of(out) -> list[str]:
+    """Command lines of live processes training into ``out``."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = status.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(out) in line and "train" in line:
+            found.append(line)
+    return found
 
 
 def kill_mid_run(args, data_dir, out, kill_after_step):

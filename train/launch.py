@@ -7,7 +7,9 @@ this; ``train.run()`` (a notebook, a test) is always the one process it runs in.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ import paddle
 from .config import TrainConfig, resolve
 from .errors import ConfigError
 
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 MAIN = Path(__file__).resolve().parent / "__main__.py"
 AUTO_MAX = 2  # measured on 2 cores only: more processes on bigger machines are for --procs N
 # What the launcher prints besides the training's own lines: its settings and Paddle's C++ log.
@@ -44,6 +47,16 @@ def processes(config: TrainConfig) -> int:
     return procs
 
 
+def _stop_with_parent() -> None:
+    """In the launcher's process: get SIGTERM when this command dies, however it dies (kill -9 too).
+
+    The launcher stops its workers on SIGTERM; without this, killing ``python -m train`` would leave
+    them training, and writing checkpoints, on their own.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def relaunch(procs: int, argv: list[str], config: TrainConfig) -> int:
     """Run this same command as ``procs`` workers under Paddle's launcher; return its exit code.
 
@@ -54,7 +67,8 @@ def relaunch(procs: int, argv: list[str], config: TrainConfig) -> int:
            "--log_dir", str(logs), "--", str(MAIN), *argv]  # "--": our --log would be an ambiguous launcher option
     print(f"[train] {procs} data-parallel processes (--procs 1 for one): python -m paddle.distributed.launch "
           f"--nproc_per_node {procs} --log_dir {logs} train/__main__.py ...", flush=True)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          preexec_fn=_stop_with_parent) as proc:
         for line in proc.stdout:
             if not line.startswith(_NOISE) and "No ccache found" not in line:
                 sys.stdout.write(line)
