@@ -15,7 +15,6 @@ of docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import gzip
 import importlib.util
 import os
 import subprocess
@@ -33,8 +32,8 @@ if str(ROOT) not in sys.path:
 
 from bench.report import MAX_START_LOAD  # noqa: E402
 from common import digit_image  # noqa: E402
+from common.datasets import read_mnist  # noqa: E402
 
-MNIST_IMAGES = ROOT.parent / "shared" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 
 
 def parse_args(argv=None):
@@ -51,14 +50,8 @@ def parse_args(argv=None):
 
 
 def digit28() -> np.ndarray:
-    """An MNIST test digit (white on black), or a drawn 7 when the files are not there."""
-    if MNIST_IMAGES.exists():
-        raw = gzip.open(MNIST_IMAGES).read(16 + 28 * 28)
-        return np.frombuffer(raw, np.uint8, offset=16).reshape(28, 28).copy()
-    img = np.zeros((28, 28), np.uint8)
-    cv2.line(img, (8, 7), (20, 7), 255, 2, cv2.LINE_AA)
-    cv2.line(img, (20, 7), (12, 22), 255, 2, cv2.LINE_AA)
-    return img
+    """The first MNIST test digit (a 7, white on black), from Paddle's dataset cache."""
+    return read_mnist("test", limit=1)[0][0]
 
 
 def photo(digit: np.ndarray, width: int, height: int, rng: np.random.Generator) -> np.ndarray:

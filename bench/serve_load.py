@@ -31,7 +31,6 @@ unless --allow-busy.
 from __future__ import annotations
 
 import argparse
-import gzip
 import http.client
 import json
 import os
@@ -62,8 +61,9 @@ def digit_png(data_dir: Path, size: int = IMAGE_SIZE) -> bytes:
     """The first MNIST test image (a 7) enlarged to size x size, dark ink on white, as PNG bytes."""
     import cv2
 
-    with gzip.open(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
-        image = np.frombuffer(f.read()[16:16 + 784], np.uint8).reshape(28, 28)
+    from common.datasets import read_mnist
+
+    image = read_mnist("test", data_dir, limit=1)[0][0]
     drawing = 255 - cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     return cv2.imencode(".png", drawing)[1].tobytes()
 

@@ -6,8 +6,6 @@ import pytest
 from common import datasets, digit_image
 from common.digit_augment import CHOICES, augment
 
-BACKGROUND = -digit_image.MEAN / digit_image.STD  # a black pixel, normalised
-
 
 @pytest.fixture(scope="module")
 def batch(data_dir):

@@ -58,6 +58,7 @@ PER_INVOCATION = ("resume", "max_steps")
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam", "adamw")
 SCHEDULES = ("constant", "piecewise", "cosine")
+AUGMENT_LEVELS = tuple(dict.fromkeys(level for t in tasks.TASKS.values() for level in t.augment_levels))
 
 
 @dataclass
@@ -171,6 +172,14 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--procs must be auto or a whole number of processes, got {cfg.procs!r}")
 
 
+def split_batch(batch_size: int, procs: int) -> int:
+    """Each of ``procs`` data-parallel processes' share of ``--batch-size``, the batch of one optimizer
+    step in all: the same recipe trains the same way on one process or several."""
+    if batch_size % procs:
+        raise ConfigError(f"--batch-size {batch_size} does not split evenly over {procs} processes")
+    return batch_size // procs
+
+
 # The command line: (flag, argparse options, what it does). The default each help line ends with is
 # generated from DEFAULTS / COMMON_DEFAULTS, so the two cannot disagree.
 FLAGS: list[tuple[str, dict, str]] = [
@@ -189,7 +198,7 @@ FLAGS: list[tuple[str, dict, str]] = [
     ("--procs", {}, "data-parallel training processes on this machine, started through "
      "paddle.distributed.launch; auto: 2 on a CPU with 2 or more cores, else 1 (train.run() in a notebook is "
      "always one process)"),
-    ("--augment", {"choices": tuple(dict.fromkeys(lv for t in tasks.TASKS.values() for lv in t.augment_levels))}, "random rotation, zoom, slant, shift, stroke width and blur of training images: none, light "
+    ("--augment", {"choices": AUGMENT_LEVELS}, "random rotation, zoom, slant, shift, stroke width and blur of training images: none, light "
      "(+-15 degrees) or strong (+-20); see common/digit_augment.py"),
     ("--amp", {"action": "store_true"}, "mixed precision (float16 autocast + loss scaling); GPU only"),
     ("--num-workers", {"type": int}, "DataLoader worker processes (0: load in the main process)"),

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import paddle
 
-from .config import TrainConfig, resolve
-from .errors import ConfigError
+from .config import TrainConfig, resolve, split_batch
 
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 MAIN = Path(__file__).resolve().parent / "__main__.py"
@@ -42,8 +41,8 @@ def processes(config: TrainConfig) -> int:
         procs = 1
     else:
         procs = max(1, min(AUTO_MAX, os.cpu_count() or 1))
-    if procs > 1 and config.resume is None and cfg.batch_size % procs:
-        raise ConfigError(f"--batch-size {cfg.batch_size} does not split evenly over {procs} processes")
+    if config.resume is None:  # a resumed run's batch comes from its checkpoint: the workers check it
+        split_batch(cfg.batch_size, procs)
     return procs
 
 

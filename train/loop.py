@@ -26,7 +26,7 @@ from common.datasets import Splits
 from common.tasks import Task
 from models import build_model
 
-from .config import TrainConfig, resolve
+from .config import TrainConfig, resolve, split_batch
 from .data import eval_loader, train_loader
 from .errors import ConfigError
 from .optim import build_optimizer, build_schedule
@@ -73,15 +73,6 @@ def setup_device(name: str, amp: bool) -> str:
     if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1 and not dist.is_initialized():
         dist.init_parallel_env()  # gloo on CPU, NCCL on GPUs
     return device
-
-
-def per_process_batch(batch_size: int) -> int:
-    """Each data-parallel process's share of ``--batch-size``, which is the batch of one optimizer step
-    in all: the same recipe trains the same way on one process or several."""
-    world = dist.get_world_size()
-    if batch_size % world:
-        raise ConfigError(f"--batch-size {batch_size} does not split evenly over {world} processes")
-    return batch_size // world
 
 
 def find_checkpoint(config: TrainConfig, out: Path) -> dict | None:
@@ -282,7 +273,7 @@ def _run(config: TrainConfig) -> dict:
         np.random.seed(cfg.seed)
         paddle.seed(cfg.seed)
     net = build_model(cfg.task, cfg.model, cfg.dropout)
-    loader = train_loader(splits.train, per_process_batch(cfg.batch_size), cfg.seed, cfg.num_workers)
+    loader = train_loader(splits.train, split_batch(cfg.batch_size, dist.get_world_size()), cfg.seed, cfg.num_workers)
     schedule = build_schedule(cfg, loader.batch_sampler.batches_per_epoch())
     optimizer = build_optimizer(cfg, net.parameters(), schedule)
     scaler = paddle.amp.GradScaler() if cfg.amp else None
