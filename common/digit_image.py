@@ -54,12 +54,19 @@ _MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation for Ga
 _BACKGROUND_WINDOW = 0.25
 _ANALYSIS_SIDE = 64
 _POLARITY_SIDE = 32
+_POLARITY_MEDIAN = 7  # see _light_ink
 _SPECK_SIDE = 512  # dust is looked for on a mask shrunk to this side (coarser merges specks into the digit)
 _COLOR_SIDE = 64  # the paper and ink colours are estimated on a copy this size
 # Under uneven light, what is left of a shadow's edge after the background map is faint next to
 # the strokes: ink below this fraction of the strongest is dropped (measured on bench.handwriting's
 # shaded photos: 91% -> 94%).
 _UNEVEN_FLOOR = 0.4
+# Thin strokes (a pencil, a fine pen) are thickened before fitting the box: a stroke narrower than
+# MIN_STROKE x the digit's longer side (MNIST's 0.5th percentile is 0.064, its median 0.125) ends
+# up a broken one-pixel line at 20x20, unlike anything the model was trained on. It is grown to
+# _STROKE_GROWTH x MIN_STROKE (measured on bench.handwriting's pencil digits: 97.1% -> see BENCHMARKS).
+MIN_STROKE = 0.065
+_STROKE_GROWTH = 1.5
 _MAX_GAIN = 4.0  # ink in a shadow is brightened at most this much (see _under_uneven_light)
 _LUMA_ENOUGH = 0.5  # use the luma unless it keeps less than half the ink's colour contrast
 _NEUTRAL = 6  # a BGR image whose channels differ by at most this is gray
@@ -226,15 +233,15 @@ def _drop_alpha(image: np.ndarray) -> np.ndarray:
 
 def to_mnist(image: np.ndarray, box: int = BOX, noise_sigmas: float = _NOISE_SIGMAS,
              min_contrast: int = _MIN_CONTRAST, speck_fraction: float = _SPECK_FRACTION,
-             background_window: float = _BACKGROUND_WINDOW) -> np.ndarray:
+             background_window: float = _BACKGROUND_WINDOW, min_stroke: float = MIN_STROKE) -> np.ndarray:
     """Turn any gray/BGR/BGRA digit image into a uint8 (28, 28) white-on-black MNIST-like one.
 
     Dark-on-light or light-on-dark, any size, off-centre, in a shadow or coloured: the digit is
-    found, cropped, fitted into BOX x BOX and centred by its centre of mass. Raises ImageError
-    when there is no digit.
+    found, cropped, its strokes thickened if thinner than ``min_stroke`` (0: never), fitted into
+    BOX x BOX and centred by its centre of mass. Raises ImageError when there is no digit.
     """
     ink, noiseless = _ink(_to_gray(image), noise_sigmas, min_contrast, speck_fraction, background_window)
-    digit = _fit_box(_crop_digit(ink, speck_fraction, noiseless), box)
+    digit = _fit_box(_thicken(_crop_digit(ink, speck_fraction, noiseless), min_stroke), box)
     if not digit.any():  # e.g. two dots in opposite corners of a big photo: averaged away
         raise ImageError(f"image has no visible digit: its marks vanish when scaled to {box}x{box} pixels")
     # Shrinking thins strokes and lowers their peak; MNIST strokes peak at 255.
@@ -346,14 +353,16 @@ def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: in
 
 
 def _light_ink(tiny: np.ndarray) -> bool:
-    """Whether the ink is lighter than the paper: the image's mean lies above its local median.
+    """Whether the ink is lighter than the paper: the strongest mark a small median removes is light.
 
-    The local median (a window half the image wide) is the paper nearly everywhere, even under
-    a shadow; the ink pulls the mean to its side. Comparing the extremes with one global median
-    (as before) fails when a shadow covers half the page.
+    A median over _POLARITY_MEDIAN pixels of the _POLARITY_SIDE copy keeps the paper, its
+    gradients and a shadow's straight edge, and removes strokes; what it removes is mostly ink.
+    The strongest removed mark, not the mean: a median half the image wide (as before) rounds a
+    shadow's edge off, and the paper it misplaces outweighed a small digit's ink (11% of the
+    benchmark's shaded photos read as light ink on dark paper).
     """
-    median = cv2.medianBlur(tiny, max(3, min(tiny.shape) // 2 | 1))
-    return cv2.mean(cv2.subtract(tiny, median))[0] > cv2.mean(cv2.subtract(median, tiny))[0]
+    median = cv2.medianBlur(tiny, _POLARITY_MEDIAN)
+    return int(cv2.subtract(tiny, median).max()) > int(cv2.subtract(median, tiny).max())
 
 
 def _opening(light_ink: np.ndarray, window: float) -> np.ndarray:
@@ -459,6 +468,41 @@ def _crop_digit(ink: np.ndarray, speck_fraction: float = _SPECK_FRACTION, noisel
     return crop[y:y + h, x:x + w]
 
 
+def strokes(digit: np.ndarray) -> tuple[float, float]:
+    """(mean width, total length) of a cropped digit's strokes, as fractions of its longer side.
+
+    Inside the strokes (pixels at least half the strongest ink), the mean distance to the paper
+    is a quarter of the width for a stroke of even width, plus half a pixel (distances run from
+    pixel centres); the length is the strokes' area over that width.
+    """
+    inside = cv2.threshold(digit, int(digit.max()) // 2, 255, cv2.THRESH_BINARY)[1]
+    area = cv2.countNonZero(inside)
+    if not area:
+        return 0.0, 0.0
+    padded = cv2.copyMakeBorder(inside, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)  # the crop's edge is paper
+    width = max(1.0, 4 * (cv2.mean(cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_5), mask=padded)[0] - 0.5))
+    side = max(digit.shape)
+    return width / side, area / width / side
+
+
+def _thicken(digit: np.ndarray, min_stroke: float) -> np.ndarray:
+    """Grow strokes thinner than ``min_stroke`` (see ``strokes``) to _STROKE_GROWTH x it.
+
+    A grey dilation with a round pen keeps the ink's grey levels. Only lines count as strokes
+    (at least as long as the digit is high: a "1"); dots are left alone, and so are strokes
+    whose growth would be under two pixels: their width cannot be measured that finely.
+    """
+    if min_stroke <= 0:
+        return digit
+    width, length = strokes(digit)
+    grow = round((_STROKE_GROWTH * min_stroke - width) * max(digit.shape))
+    if width >= min_stroke or length < 1 or grow < 2:
+        return digit
+    r = grow // 2
+    padded = cv2.copyMakeBorder(digit, r, r, r, r, cv2.BORDER_CONSTANT, value=0)
+    return cv2.dilate(padded, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+
+
 def _fit_box(digit: np.ndarray, box: int) -> np.ndarray:
     """Resize so the longer side is ``box`` pixels, keeping the aspect ratio."""
     h, w = digit.shape
@@ -505,6 +549,7 @@ class DigitPreprocessor:
     min_contrast: int = _MIN_CONTRAST
     speck_fraction: float = _SPECK_FRACTION
     background_window: float = _BACKGROUND_WINDOW
+    min_stroke: float = MIN_STROKE
     box: int = BOX
     canvas: int = CANVAS
     scale: float = 1 / 255
@@ -516,11 +561,15 @@ class DigitPreprocessor:
         "DecodeImage": ("formats", "max_pixels", "min_side"),
         "ToGray": (),
         "ExtractInk": ("noise_sigmas", "min_contrast", "speck_fraction", "background_window"),
-        "FitBox": ("box",),
+        "FitBox": ("min_stroke", "box"),
         "CenterOfMass": ("canvas",),
         "Normalize": ("scale", "mean", "std"),
         "ToCHW": (),
     }
+
+    # Parameters that bundles exported before them lack, with the value that reproduces what
+    # those bundles were served with.
+    ADDED = {"min_stroke": 0.0}
 
     def spec(self) -> dict:
         """The PreProcess section of inference.yml (plain types only, for yaml.safe_dump)."""
@@ -543,6 +592,8 @@ class DigitPreprocessor:
         for op in ops:
             (name, params), = op.items()
             params = params or {}
+            if isinstance(params, dict):
+                params = {**{f: cls.ADDED[f] for f in cls.OPS[name] if f in cls.ADDED}, **params}
             if not isinstance(params, dict) or set(params) != set(cls.OPS[name]):
                 raise ValueError(f"PreProcess {name} takes exactly the parameters {list(cls.OPS[name]) or 'none'}, "
                                  f"got {params!r}")
@@ -562,13 +613,16 @@ class DigitPreprocessor:
             raise ValueError(f"canvas must be {CANVAS} and box between 1 and it, got {self.canvas} and {self.box}")
         if not (self.std > 0 and self.scale > 0 and self.max_pixels > 0 and self.min_side > 0):
             raise ValueError("std, scale, max_pixels and min_side must be positive")
+        if not 0 <= self.min_stroke < 0.5:
+            raise ValueError(f"min_stroke is a fraction of the digit's side below 0.5 (0: off), got {self.min_stroke}")
         if not 0 < self.background_window <= 1:
             raise ValueError(f"background_window is a fraction of the image's side, got {self.background_window}")
 
     def to_mnist(self, image: np.ndarray) -> np.ndarray:
         """A decoded image -> uint8 (canvas, canvas), white on black: what the model sees, before scaling."""
         return to_mnist(image, box=self.box, noise_sigmas=self.noise_sigmas, min_contrast=self.min_contrast,
-                        speck_fraction=self.speck_fraction, background_window=self.background_window)
+                        speck_fraction=self.speck_fraction, background_window=self.background_window,
+                        min_stroke=self.min_stroke)
 
     def __call__(self, data: bytes | np.ndarray) -> np.ndarray:
         """Bytes of an image file (or a decoded array) -> float32 (1, 1, canvas, canvas) model input."""

@@ -1,7 +1,7 @@
 """Tests for common.digit_image: decoding untrusted bytes and making MNIST-like digits.
 
 No trained model needed. The last test compares against genuine MNIST samples when the files
-are in /work/shared/data/mnist (required when CI=true).
+are in ../shared/data/mnist (required when CI=true).
 """
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ import yaml
 from PIL import Image, ImageOps
 
 from common.digit_image import (
-    BOX, CANVAS, MEAN, STD, DigitPreprocessor, ImageError, decode, normalize, preprocess, preprocess_spec, to_mnist,
+    BOX, CANVAS, MEAN, MIN_STROKE, STD, DigitPreprocessor, ImageError, decode, normalize, preprocess, preprocess_spec,
+    strokes, to_mnist,
 )
 from bench.digit_renderings import KINDS, render_like_user
 
-MNIST_DIR = Path("/work/shared/data/mnist")
+from tests.conftest import SHARED_DATA  # noqa: E402
+
+MNIST_DIR = SHARED_DATA / "mnist"
 CENTRE = CANVAS // 2  # MNIST puts the centre of mass on pixel (14, 14)
 
 
@@ -335,9 +338,40 @@ def test_to_mnist_finds_a_small_digit_on_a_big_page():
     assert correlation(out, to_mnist(one())) > 0.9
 
 
+def pencil_seven(side: int = 400, line: int = 3) -> np.ndarray:
+    """A "7" drawn with a fine pencil on white paper: strokes ``line`` px wide on a ``side`` px page."""
+    page = np.full((side, side), 240, np.uint8)
+    s = side / 28
+    for a, b in (((8, 7), (20, 7)), ((20, 7), (12, 22)), ((11, 14), (19, 14))):
+        cv2.line(page, (round(a[0] * s), round(a[1] * s)), (round(b[0] * s), round(b[1] * s)), 110, line, cv2.LINE_AA)
+    return page
+
+
+def width_in_box(out: np.ndarray) -> float:
+    x, y, w, h = cv2.boundingRect(out)
+    return strokes(cv2.resize(out[y:y + h, x:x + w], (6 * w, 6 * h), interpolation=cv2.INTER_LINEAR))[0]
+
+
+def test_to_mnist_thickens_pencil_lines_to_mnist_strokes():
+    # A 3 px line on a 400 px page is 1/80 of the digit: at 20x20 a broken one-pixel trace.
+    thin = to_mnist(pencil_seven(), min_stroke=0)
+    thick = to_mnist(pencil_seven())
+    assert_mnist_like(thick)
+    assert width_in_box(thin) < MIN_STROKE <= width_in_box(thick)
+    assert correlation(thick, to_mnist(seven())) > correlation(thin, to_mnist(seven())) + 0.05
+
+
+def test_strokes_measures_width_and_length():
+    bar = np.zeros((100, 100), np.uint8)
+    bar[:, 45:55] = 255  # a vertical stroke 10 px wide, the digit's full height
+    width, length = strokes(bar)
+    assert width == pytest.approx(0.10, abs=0.015) and length == pytest.approx(1.0, abs=0.15)
+
+
 def test_to_mnist_refuses_marks_too_small_to_survive_shrinking():
     page = np.zeros((2000, 2000), np.uint8)
     page[:3, :3] = page[-3:, -3:] = 255  # two dots 2000 px apart: the crop shrinks 100x
+    # (thin marks, but not strokes: they must not be thickened into something visible)
     with pytest.raises(ImageError, match="no visible digit"):
         to_mnist(page)
 
@@ -373,8 +407,18 @@ def test_preprocess_spec_is_plain_yaml_with_the_real_parameters():
     assert set(ops["DecodeImage"]) == {"formats", "max_pixels", "min_side"}
     assert set(ops["ExtractInk"]) == {"noise_sigmas", "min_contrast", "speck_fraction", "background_window"}
     assert DigitPreprocessor.from_spec(yaml.safe_load(text)["PreProcess"]) == DigitPreprocessor()
+    assert ops["FitBox"]["min_stroke"] == MIN_STROKE
     other = DigitPreprocessor(min_side=200, background_window=0.4, noise_sigmas=3.0)
     assert DigitPreprocessor.from_spec(yaml.safe_load(yaml.safe_dump(other.spec()))) == other
+
+
+def test_bundles_exported_before_stroke_thickening_are_served_as_they_were():
+    spec = preprocess_spec()
+    ops = {name: args for op in spec["transform_ops"] for name, args in op.items()}
+    del ops["FitBox"]["min_stroke"]  # what export wrote before min_stroke existed
+    old = DigitPreprocessor.from_spec(spec)
+    assert old.min_stroke == 0
+    np.testing.assert_array_equal(old.to_mnist(pencil_seven()), to_mnist(pencil_seven(), min_stroke=0))
 
 
 def test_preprocessor_follows_the_spec_and_refuses_what_it_does_not_implement():
@@ -392,6 +436,10 @@ def test_preprocessor_follows_the_spec_and_refuses_what_it_does_not_implement():
     del ops["FitBox"]["interpolation"]
     ops["ExtractInk"]["background_window"] = 2.0
     with pytest.raises(ValueError, match="background_window"):
+        DigitPreprocessor.from_spec(spec)
+    ops["ExtractInk"]["background_window"] = 0.25
+    ops["FitBox"]["min_stroke"] = 0.7
+    with pytest.raises(ValueError, match="min_stroke"):
         DigitPreprocessor.from_spec(spec)
 
 
