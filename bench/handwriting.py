@@ -225,7 +225,8 @@ def main(argv=None) -> int:
 def explain(bundle: str, load: str) -> str:
     return (f"Model: `{bundle}`, Paddle Inference with the server's settings. Every official MNIST test digit is "
             "rendered once per kind (bench/digit_renderings.py, seeded: the same images every run) and sent "
-            "through the server's `DigitPipeline` (decode, find the ink, fit 20x20, centre of mass, normalise) "
+            "through the server's `DigitPipeline` (decode, find the ink, thicken pencil-thin strokes, fit 20x20, centre "
+            "of mass, normalise) "
             "built from the bundle's PreProcess; an image it refuses counts as wrong. Targets (issue 10): "
             f"every kind at least {TARGET_KIND:.0%}, all kinds together at least {TARGET_ALL:.1%}. "
             f"Preprocessing time: median per image, one process, decode included. Load average (1 min, "
