@@ -67,6 +67,7 @@ _UNEVEN_FLOOR = 0.4
 # _STROKE_GROWTH x MIN_STROKE (bench.handwriting's pencil digits: 97.1% -> 98.1%; 1.75 and 2 did worse).
 MIN_STROKE = 0.065
 _STROKE_GROWTH = 1.5
+_STROKE_SIDE = 64  # stroke width is measured on a copy of the crop this size
 _MAX_GAIN = 4.0  # ink in a shadow is brightened at most this much (see _under_uneven_light)
 _LUMA_ENOUGH = 0.5  # use the luma unless it keeps less than half the ink's colour contrast
 _NEUTRAL = 6  # a BGR image whose channels differ by at most this is gray
@@ -132,10 +133,11 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] =
         raise ImageError(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
-    flags = cv2.IMREAD_UNCHANGED
+    # Orientation is applied below, from the header we read; OpenCV looking for EXIF itself costs
+    # 40 us on a 200x200 PNG (a sixth of its decoding).
+    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
     reduction = _jpeg_reduction(width, height, min_side) if kind in ("JPEG", "JPEG-gray") else 1
     if reduction > 1:
-        # Orientation is applied below, as for the other formats; OpenCV would apply it too.
         flags = _REDUCED[kind == "JPEG-gray"][reduction] | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:  # OpenCV's answer to truncated or corrupt data
@@ -494,7 +496,7 @@ def _thicken(digit: np.ndarray, min_stroke: float) -> np.ndarray:
     """
     if min_stroke <= 0:
         return digit
-    width, length = strokes(digit)
+    width, length = strokes(_shrink(digit, _STROKE_SIDE))  # a ratio: measured on a small copy, 4x cheaper
     grow = round((_STROKE_GROWTH * min_stroke - width) * max(digit.shape))
     if width >= min_stroke or length < 1 or grow < 2:
         return digit
