@@ -164,10 +164,14 @@ def get_json(port: int, path: str) -> tuple[int, dict | None]:
     return response.status, json.loads(body) if response.status == 200 else None
 
 
-def start_gunicorn(models: Path, env: dict, log: Path) -> tuple[subprocess.Popen, int]:
-    """gunicorn with the documented production settings for 2 cores; returns (process, port)."""
+GTHREAD = ("-w", "2", "--threads", "4")  # the documented production settings for 2 cores
+SYNC = ("-w", "2")  # gunicorn's sync worker: one request at a time per worker, no keep-alive
+
+
+def start_gunicorn(models: Path, env: dict, log: Path, workers: tuple = GTHREAD) -> tuple[subprocess.Popen, int]:
+    """gunicorn with ``workers`` (its -w/--threads flags); returns (process, port)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", "-w", "2", "--threads", "4",
+    cmd = [sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", *workers,
            "-b", f"127.0.0.1:{port}", "serve.app:create_app()"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "SERVE_MODELS": str(models), "SERVE_POOL_SIZE": "1", **env})
@@ -292,19 +296,22 @@ def wrk_load(port: int, script: Path, concurrency: int, seconds: int, master: in
 
 
 BATCHING = {"SERVE_DYNAMIC_BATCHING": "1"}
+# name -> (label, environment, gunicorn's worker flags)
 SCENARIOS = {"paddle": ("Paddle Inference", {"SERVE_BACKEND": "paddle"}),
              "paddle+batching": ("Paddle Inference + dynamic batching", {"SERVE_BACKEND": "paddle", **BATCHING}),
              "onnxruntime": ("onnxruntime", {"SERVE_BACKEND": "onnxruntime"}),
              "onnxruntime+batching": ("onnxruntime + dynamic batching", {"SERVE_BACKEND": "onnxruntime", **BATCHING}),
              "openvino": ("OpenVINO", {"SERVE_BACKEND": "openvino"}),
              "auto": ("auto (the default)", {"SERVE_BACKEND": "auto"}),
-             "auto+batching": ("auto + dynamic batching", {"SERVE_BACKEND": "auto", **BATCHING})}
+             "auto+batching": ("auto + dynamic batching", {"SERVE_BACKEND": "auto", **BATCHING}),
+             "auto+sync": ("auto, sync workers (`-w 2`, no `--threads`)", {"SERVE_BACKEND": "auto"}, SYNC)}
 PLATFORM_BACKEND = {"paddle_inference": "paddle", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
-def serve_scenario(models: Path, env: dict, tmp: Path, name: str):
+def serve_scenario(models: Path, env: dict, tmp: Path, name: str, workers: tuple = GTHREAD):
     """Start gunicorn for one scenario; returns (process, port, the backend it chose for mnist)."""
-    proc, port = start_gunicorn(models, {"PROMETHEUS_MULTIPROC_DIR": str(tmp / name), **env}, tmp / f"{name}.log")
+    proc, port = start_gunicorn(models, {"PROMETHEUS_MULTIPROC_DIR": str(tmp / name), **env}, tmp / f"{name}.log",
+                                workers)
     platform = get_json(port, "/v2/models/mnist")[1]["platform"]
     return proc, port, PLATFORM_BACKEND.get(platform, platform)
 
@@ -312,8 +319,8 @@ def serve_scenario(models: Path, env: dict, tmp: Path, name: str):
 def http_scenarios(models: Path, script: Path, names: list[str], seconds: int, tmp: Path) -> list[dict]:
     rows = []
     for name in names:
-        label, env = SCENARIOS[name]
-        proc, port, backend = serve_scenario(models, env, tmp, name)
+        label, env, *workers = SCENARIOS[name]
+        proc, port, backend = serve_scenario(models, env, tmp, name, *workers)
         try:
             wrk_load(port, script, 4, 1)  # warm connections and caches
             for level in LEVELS:
@@ -357,8 +364,8 @@ def raw_table(raw: list) -> list[str]:
 
 def load_table(rows: list[dict], floors: dict, seconds: int) -> list[str]:
     lines = [f"HTTP: `POST /predict/digit`, one raw {IMAGE_SIZE}x{IMAGE_SIZE} PNG per request, wrk with 1 thread "
-             f"and keep-alive connections, {seconds} s per row; gunicorn `-w 2 --threads 4`, one predictor "
-             "(1 math thread) per worker. CPU columns: cores in use on average (CPU seconds / wall seconds); "
+             f"and keep-alive connections, {seconds} s per row; gunicorn `-w 2 --threads 4` (gthread workers) "
+             "unless the scenario says otherwise, one predictor (1 math thread) per worker. CPU columns: cores in use on average (CPU seconds / wall seconds); "
              "server ms/request: the server's CPU time per answered request.", "",
              "| scenario | backend | concurrency | requests | errors | p50 ms | p99 ms | req/s | server CPU (cores) | "
              "server CPU ms/request | wrk CPU (cores) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -399,6 +406,15 @@ def verdicts(rows: list[dict], floors: dict) -> list[str]:
                      f"{cpu_ms:.2f} ms = a ceiling of {os.cpu_count() / cpu_ms * 1e3:.0f} req/s "
                      f"(the server used {auto['server_cpu'] / auto['wall']:.2f} cores, wrk "
                      f"{auto['wrk_cpu'] / auto['wall']:.3f}).")
+    sync = [(by.get(("auto", c)), by.get(("auto+sync", c))) for c in LEVELS]
+    if all(gthread and other for gthread, other in sync):
+        def per_request(r):
+            return r["server_cpu"] / max(r["n"], 1) * 1e3
+        rps = ", ".join(f"{o['rps'] / g['rps']:.2f}x" for g, o in sync)
+        p99 = ", ".join(f"{g['p99']:.1f} -> {o['p99']:.1f} ms" for g, o in sync)
+        cpu = ", ".join(f"{per_request(g):.2f} -> {per_request(o):.2f} ms" for g, o in sync)
+        lines.append("Sync workers (`-w 2`) against gthread (`-w 2 --threads 4`), auto, at concurrency "
+                     f"{', '.join(str(c) for c in LEVELS)}: req/s {rps}; p99 {p99}; server CPU per request {cpu}.")
     for name in ("auto", "paddle", "onnxruntime"):
         pairs = [(by.get((name, c)), by.get((name + "+batching", c))) for c in LEVELS]
         if all(off and on for off, on in pairs):

@@ -22,7 +22,10 @@ _settings = resolve(None)
 bind = _settings["BIND"]
 workers = _settings["WORKERS"]
 threads = _settings["GUNICORN_THREADS"]
-worker_class = "gthread"
+# No worker_class: gunicorn runs its sync worker for --threads 1 (one request at a time, the
+# connection closed after each: the least CPU per request, measured in docs/BENCHMARKS.md) and its
+# gthread worker for --threads N > 1 (keep-alive, N requests at once: what slow clients and dynamic
+# batching need). docs/SERVING.md, "Worker types".
 timeout = 60
 # No preload: each worker builds its own predictors after the fork (Paddle state does not survive fork well).
 preload_app = False

@@ -79,12 +79,16 @@ def server(request, models, tmp_path_factory):
         args = [sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}"]
         env = None
     else:
-        args = [sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", "-w", "2", "--threads", "2",
+        # Sync workers (no --threads): they close the connection after every answer, which the
+        # clients' keep-alive pools must survive. tests/test_serve.py covers gthread workers.
+        args = [sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", "-w", "2",
                 "-b", "127.0.0.1:{port}", "serve.app:create_app()"]
         env = {"SERVE_MODELS": str(models), "PROMETHEUS_MULTIPROC_DIR": str(log.parent / "prom")}
     s = Server(args, log, env=env)
     try:
         s.wait("/v2/health/ready")
+        if request.param == "gunicorn":
+            assert "Using worker: sync" in log.read_text()  # serve/gunicorn_conf.py leaves gunicorn's choice
         yield s
     finally:
         s.stop()
