@@ -8,6 +8,7 @@ this; ``train.run()`` (a notebook, a test) is always the one process it runs in.
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import signal
 import subprocess
@@ -66,11 +67,14 @@ def relaunch(procs: int, argv: list[str], config: TrainConfig) -> int:
            "--log_dir", str(logs), "--", str(MAIN), *argv]  # "--": our --log would be an ambiguous launcher option
     print(f"[train] {procs} data-parallel processes (--procs 1 for one): python -m paddle.distributed.launch "
           f"--nproc_per_node {procs} --log_dir {logs} train/__main__.py ...", flush=True)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          preexec_fn=_stop_with_parent) as proc:
-        for line in proc.stdout:
-            if not line.startswith(_NOISE) and "No ccache found" not in line:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_stop_with_parent) as proc:
+        # newline="": a progress bar's "\r" refreshes stay refreshes (text=True would make each one a line).
+        for line in io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline=""):
+            if line.endswith("\r") and not sys.stdout.isatty():
+                continue  # a log file or a pipe gets the bar's last state only, which ends with "\n"
+            if not line.lstrip("\r").startswith(_NOISE) and "No ccache found" not in line:
                 sys.stdout.write(line)
+                sys.stdout.flush()
     if proc.returncode:
         print(f"error: training failed in a worker (exit {proc.returncode}); see {logs}/workerlog.*",
               file=sys.stderr, flush=True)
