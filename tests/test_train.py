@@ -116,3 +116,39 @@ def test_dataloader_workers_do_not_change_the_run(data_dir, tmp_path):
     workers = train.run(train.TrainConfig("housing", output=str(tmp_path / "w2"), num_workers=2, **common))
     assert inline["weights_sha256"] == workers["weights_sha256"]
     assert inline["final"]["test_mse"] == workers["final"]["test_mse"]
+
+
+# What paddle.distributed.launch printed for a 2-process run of `python -m train mnist` (2026-11-23):
+# rank 0's tqdm refreshes arrive as separate lines, each after a blank one, between the launcher's own.
+LAUNCHER_OUTPUT = [
+    "LAUNCH INFO 2026-11-23 17:40:01,113 -----------  Configuration  ----------------------\n",
+    "[train] mnist/cnn on cpu x2: 8192 train, 5000 val, 10000 test samples -> /tmp/tq\n",
+    "\n",
+    "epoch 1/1:   3%|▎         | 1/32 [00:00<00:05,  5.22step/s]\n",
+    "\n",
+    "epoch 1/1:   6%|▋         | 2/32 [00:00<00:05,  5.15step/s, loss=2.7998, lr=2.50e-04]\n",
+    "\n",
+    "[train] epoch 1/1 train_loss=1.4843 val_loss=0.3023 val_acc=0.9202 test_acc=0.9272\n",
+]
+
+
+def test_launcher_output_keeps_epoch_lines_and_drops_bar_refreshes_off_a_terminal():
+    import io
+
+    from train.launch import show_worker_output
+
+    out = io.StringIO()
+    show_worker_output(LAUNCHER_OUTPUT, out, tty=False)
+    assert out.getvalue().splitlines() == [LAUNCHER_OUTPUT[1].rstrip(), LAUNCHER_OUTPUT[-1].rstrip()]
+
+
+def test_launcher_output_redraws_the_bar_in_place_on_a_terminal():
+    import io
+
+    from train.launch import show_worker_output
+
+    out = io.StringIO()
+    show_worker_output(LAUNCHER_OUTPUT, out, tty=True)
+    text = out.getvalue()
+    assert text.count("\n") == 2  # the two [train] lines; every refresh starts with "\r" instead
+    assert text.count("\repoch 1/1:") == 2 and text.endswith("\r\x1b[K" + LAUNCHER_OUTPUT[-1])

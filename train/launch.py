@@ -8,8 +8,8 @@ this; ``train.run()`` (a notebook, a test) is always the one process it runs in.
 from __future__ import annotations
 
 import ctypes
-import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +24,7 @@ MAIN = Path(__file__).resolve().parent / "__main__.py"
 AUTO_MAX = 2  # measured on 2 cores only: more processes on bigger machines are for --procs N
 # What the launcher prints besides the training's own lines: its settings and Paddle's C++ log.
 _NOISE = ("LAUNCH INFO", "I1", "W1", "=====", "FLAGS(", "  warnings.warn")
+_BAR = re.compile(r"epoch \d+/\d+: +\d+%\|")  # the progress bar train/loop.py draws ("epoch 2/8:  41%|...")
 
 
 def launched() -> bool:
@@ -67,15 +68,33 @@ def relaunch(procs: int, argv: list[str], config: TrainConfig) -> int:
            "--log_dir", str(logs), "--", str(MAIN), *argv]  # "--": our --log would be an ambiguous launcher option
     print(f"[train] {procs} data-parallel processes (--procs 1 for one): python -m paddle.distributed.launch "
           f"--nproc_per_node {procs} --log_dir {logs} train/__main__.py ...", flush=True)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_stop_with_parent) as proc:
-        # newline="": a progress bar's "\r" refreshes stay refreshes (text=True would make each one a line).
-        for line in io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline=""):
-            if line.endswith("\r") and not sys.stdout.isatty():
-                continue  # a log file or a pipe gets the bar's last state only, which ends with "\n"
-            if not line.lstrip("\r").startswith(_NOISE) and "No ccache found" not in line:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          preexec_fn=_stop_with_parent) as proc:
+        show_worker_output(proc.stdout, sys.stdout, sys.stdout.isatty())
     if proc.returncode:
         print(f"error: training failed in a worker (exit {proc.returncode}); see {logs}/workerlog.*",
               file=sys.stderr, flush=True)
     return proc.returncode
+
+
+def show_worker_output(lines, out, tty: bool) -> None:
+    """Copy the launcher's output to ``out``: rank 0's lines, without the launcher's own.
+
+    The launcher passes rank 0's progress bar on as one line per refresh (its "\r" become line
+    ends): on a terminal (``tty``) the bar is redrawn in place; elsewhere (a log, a pipe) it is
+    dropped and the per-epoch lines remain.
+    """
+    bar_shown = False
+    for line in lines:
+        if _BAR.match(line):
+            if tty:
+                out.write("\r" + line.rstrip("\n") + "\x1b[K")
+                out.flush()
+                bar_shown = True
+            continue
+        if not line.strip() or line.startswith(_NOISE) or "No ccache found" in line:
+            continue  # blank lines are what is left of the bar's "\r"
+        if bar_shown:
+            out.write("\r\x1b[K")  # clear the bar before the next line
+            bar_shown = False
+        out.write(line)
