@@ -2,6 +2,7 @@
 
     nice python -m bench.serve_load --models DIR [--seconds 10] [--backends auto,auto+batching,...]
     nice python -m bench.serve_load --models DIR --soak [SECONDS]
+    nice python -m bench.serve_load --models DIR --balance
 
 DIR holds a digits bundle named ``mnist`` with inference.onnx (the export's default; for the
 onnxruntime, OpenVINO and auto rows). The request is what the drawing page sends: one 200x200 PNG
@@ -16,7 +17,10 @@ onnxruntime, OpenVINO and auto rows). The request is what the drawing page sends
      that the server (gunicorn master + workers, from /proc) and wrk used;
   3. with ``--soak``: only a soak instead, at concurrency 32 with the default settings (auto, no
      batching) for SECONDS (default 300), as 10 consecutive wrk runs of a tenth each on the same
-     server: throughput of every tenth, errors, and the workers' RSS at the start and the end.
+     server: throughput of every tenth, errors, and the workers' RSS at the start and the end;
+  4. with ``--balance``: only how evenly the 2 workers share the load, gthread against sync
+     workers: BALANCE_RUNS short wrk runs at concurrency 8, each opening new connections, with
+     the CPU each worker used.
 
 The load comes from wrk (a compiled, event-driven client, one thread), so the load generator
 costs a few percent of a core instead of the cores a Python client would take from the server;
@@ -337,6 +341,50 @@ def http_scenarios(models: Path, script: Path, names: list[str], seconds: int, t
     return rows
 
 
+BALANCE_RUNS, BALANCE_LEVEL, BALANCE_SECONDS = 6, 8, 5
+
+
+def balance(models: Path, script: Path, tmp: Path) -> list[dict]:
+    """For gthread and sync workers: BALANCE_RUNS wrk runs (new connections each), req/s, p99 and
+    the cores each worker used."""
+    rows = []
+    for name, workers in (("gthread `-w 2 --threads 4`", GTHREAD), ("sync `-w 2`", SYNC)):
+        proc, port, _ = serve_scenario(models, {}, tmp, name.split()[0], workers)
+        try:
+            pids = server_pids(proc.pid)[1:]
+            for i in range(BALANCE_RUNS):
+                before = [cpu_seconds([pid]) for pid in pids]
+                r = wrk_load(port, script, BALANCE_LEVEL, BALANCE_SECONDS)
+                cores = [(cpu_seconds([pid]) - b) / r["wall"] for pid, b in zip(pids, before)]
+                rows.append({"name": name, "run": i + 1, "cores": cores, **r})
+                print(f"[serve_load] balance {name} run {i + 1}: {r['rps']:.0f} req/s, workers {cores}", flush=True)
+        finally:
+            stop(proc)
+    return rows
+
+
+def balance_markdown(rows: list[dict], load: str) -> str:
+    lines = [f"`POST /predict/digit` ({IMAGE_SIZE}x{IMAGE_SIZE} PNG), backend auto, concurrency {BALANCE_LEVEL}: "
+             f"{BALANCE_RUNS} wrk runs of {BALANCE_SECONDS} s per worker type, each run opening its connections "
+             "anew (keep-alive within a run). Worker cores: CPU seconds of each gunicorn worker / wall seconds.", "",
+             "| workers | run | req/s | p99 ms | errors | worker 1 cores | worker 2 cores |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['run']} | {r['rps']:.0f} | {r['p99']:.1f} | {r['errors']} | "
+                     + " | ".join(f"{c:.2f}" for c in r["cores"]) + " |")
+    for name in dict.fromkeys(r["name"] for r in rows):
+        mine = [r for r in rows if r["name"] == name]
+        lopsided = sum(min(r["cores"]) < 0.25 * max(r["cores"]) for r in mine)
+        lines += ["", f"{name}: median {np.median([r['rps'] for r in mine]):.0f} req/s, p99 median "
+                      f"{np.median([r['p99'] for r in mine]):.1f} ms; runs where one worker did less than a quarter "
+                      f"of the other's work: **{lopsided} of {len(mine)}**."]
+    lines += ["", "With keep-alive, a gthread worker keeps every connection it accepted; when a client opens its "
+                  "connections in a burst, one worker can take them all while the other idles. Sync workers close "
+                  "the connection after each answer, so every request goes to whichever worker is free.",
+              "", f"Load average (1 min, {os.cpu_count()} cores): {load}."]
+    return "\n".join(lines)
+
+
 def soak(models: Path, script: Path, seconds: int, tmp: Path) -> dict:
     """Concurrency-32 load on the default settings for ``seconds``, as 10 consecutive wrk runs; worker RSS."""
     proc, port, backend = serve_scenario(models, {}, tmp, "soak")
@@ -469,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak", type=int, nargs="?", const=300, default=None, metavar="SECONDS",
                    help="run only the soak, for SECONDS (default when given: %(const)s) at concurrency "
                         f"{SOAK_CONCURRENCY}; writes the serve_soak section")
+    p.add_argument("--balance", action="store_true", help="run only the worker-balance comparison (gthread against "
+                   "sync workers, concurrency 8); writes the serve_balance section")
     p.add_argument("--no-write", action="store_true", help="print, do not update docs/BENCHMARKS.md")
     p.add_argument("--allow-busy", action="store_true", help=f"write even when the load average at the start is "
                    f"above {MAX_START_LOAD} (the section then says so in bold)")
@@ -486,18 +536,27 @@ def main(argv: list[str] | None = None) -> int:
         write_wrk_script(None, Path(tmp))
         if args.soak:
             result = soak(models, script, args.soak, Path(tmp))
+        elif args.balance:
+            result = balance(models, script, Path(tmp))
         else:
             raw = raw_predictors(models / "mnist", args.raw_calls)
             rows = http_scenarios(models, script, names, args.seconds, Path(tmp))
             floors = {b: in_process_ms(models / "mnist", body, b, args.raw_calls) for b in {r["backend"] for r in rows} - {"-"}}
     load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
-    text = soak_markdown(result, args.soak, load) if args.soak else load_markdown(raw, rows, floors, args.seconds, load)
+    if args.soak:
+        text = soak_markdown(result, args.soak, load)
+    elif args.balance:
+        text = balance_markdown(result, load)
+    else:
+        text = load_markdown(raw, rows, floors, args.seconds, load)
     print(text)
     if args.no_write:
         return 0
     text = busy_banner(start_load, args.allow_busy) + text
     command = "nice python -m bench.serve_load " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.soak:
+    if args.balance:
+        update_section("serve_balance", "Serving: how gunicorn's workers share keep-alive connections", command, text)
+    elif args.soak:
         update_section("serve_soak", "Serving: soak under gunicorn (wrk, concurrency 32)", command, text)
     else:
         update_section("serve_load", "Serving: HTTP latency and throughput (gunicorn, wrk)", command, text)
