@@ -24,7 +24,7 @@ from common.digit_image import (
 )
 from bench.digit_renderings import KINDS, render_like_user
 
-from tests.conftest import SHARED_DATA  # noqa: E402
+from tests.conftest import SHARED_DATA
 
 MNIST_DIR = SHARED_DATA / "mnist"
 CENTRE = CANVAS // 2  # MNIST puts the centre of mass on pixel (14, 14)

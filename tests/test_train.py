@@ -1,4 +1,5 @@
 """Training end to end on the real data: convergence, outputs a person looks at, CLI errors."""
+import io
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 import train
 from common.tasks import TASKS
+from train.launch import show_worker_output
 
 from .conftest import run_module
 
@@ -133,20 +135,12 @@ LAUNCHER_OUTPUT = [
 
 
 def test_launcher_output_keeps_epoch_lines_and_drops_bar_refreshes_off_a_terminal():
-    import io
-
-    from train.launch import show_worker_output
-
     out = io.StringIO()
     show_worker_output(LAUNCHER_OUTPUT, out, tty=False)
     assert out.getvalue().splitlines() == [LAUNCHER_OUTPUT[1].rstrip(), LAUNCHER_OUTPUT[-1].rstrip()]
 
 
 def test_launcher_output_redraws_the_bar_in_place_on_a_terminal():
-    import io
-
-    from train.launch import show_worker_output
-
     out = io.StringIO()
     show_worker_output(LAUNCHER_OUTPUT, out, tty=True)
     text = out.getvalue()
