@@ -18,6 +18,7 @@ shown to the client as it is.
 """
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from dataclasses import dataclass
@@ -106,10 +107,20 @@ def normalize(gray: np.ndarray, mean: float = MEAN, std: float = STD, scale: flo
         )
     if gray.shape[-2:] != (CANVAS, CANVAS) or gray.ndim not in (2, 3):
         raise ValueError(f"normalize expects shape (28, 28) or (N, 28, 28), got {gray.shape}")
-    x = gray.reshape(-1, 1, CANVAS, CANVAS).astype(np.float32)
+    return _normalized_levels(mean, std, scale)[gray.reshape(-1, 1, CANVAS, CANVAS)]
+
+
+@functools.lru_cache(maxsize=8)
+def _normalized_levels(mean: float, std: float, scale: float) -> np.ndarray:
+    """What ``normalize`` makes of each of the 256 grey levels: a table look-up is 5x cheaper
+    than computing 784 pixels, and gives the same float32 numbers."""
+    x = np.arange(256, dtype=np.float32)
     if scale == 1 / 255:  # divide rather than multiply: bit-identical to the data training saw
-        return (x / np.float32(255) - np.float32(mean)) / np.float32(std)
-    return (x * np.float32(scale) - np.float32(mean)) / np.float32(std)
+        levels = (x / np.float32(255) - np.float32(mean)) / np.float32(std)
+    else:
+        levels = (x * np.float32(scale) - np.float32(mean)) / np.float32(std)
+    levels.flags.writeable = False  # shared by every call
+    return levels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,10 +347,10 @@ def _ink(gray: np.ndarray, noise_sigmas: float = _NOISE_SIGMAS, min_contrast: in
         gray, small, tiny = cv2.bitwise_not(gray), cv2.bitwise_not(small), cv2.bitwise_not(tiny)
     noiseless = False
     if ring[-1] - ring[0] < min_contrast / 2 or _even(tiny, background_window, min_contrast):  # one level
-        sample = _sample(gray)  # full-resolution pixels: the noise is averaged away in ``small``
-        background = _median_u8(sample)
+        # Full-resolution pixels: the noise is averaged away in ``small``.
+        background, spread = _median_and_mad_u8(_sample(gray))
         ink = cv2.subtract(gray, background)  # saturates at 0
-        noise = _MAD_TO_SIGMA * _median_u8(cv2.absdiff(sample, background))
+        noise = _MAD_TO_SIGMA * spread
         _, ink = cv2.threshold(ink, noise_sigmas * noise, 255, cv2.THRESH_TOZERO)
         noiseless = noise == 0
     else:
@@ -431,6 +442,23 @@ def _median_u8(values: np.ndarray) -> int:
     """Median of uint8 values, from a histogram (cv2.calcHist: faster than np.bincount or np.median)."""
     counts = cv2.calcHist([values], [0], None, [256], [0, 256]).ravel().cumsum()
     return int(np.searchsorted(counts, (values.size + 1) // 2))
+
+
+def _median_and_mad_u8(values: np.ndarray) -> tuple[int, int]:
+    """(median, median absolute deviation from it) of uint8 values, both from one histogram.
+
+    The same numbers as ``_median_u8(values)`` and ``_median_u8(cv2.absdiff(values, median))``
+    without the second pass over the pixels (45 us of a 200x200 drawing's 700).
+    """
+    counts = cv2.calcHist([values], [0], None, [256], [0, 256]).ravel()
+    half = (values.size + 1) // 2
+    median = int(np.searchsorted(counts.cumsum(), half))
+    # |value - median| = d gathers the bins median + d and median - d.
+    deviations = np.zeros(256, np.float32)
+    deviations[:256 - median] += counts[median:]
+    deviations[:median + 1] += counts[median::-1]
+    deviations[0] -= counts[median]  # counted from both sides
+    return median, int(np.searchsorted(deviations.cumsum(), half))
 
 
 def _crop_digit(ink: np.ndarray, speck_fraction: float = _SPECK_FRACTION, noiseless: bool = False) -> np.ndarray:

@@ -13,6 +13,7 @@ from flask import Flask
 from . import config as settings_module
 from . import errors, metrics, openapi, page, predict, v2
 from .backends import missing_package
+from .json_provider import OrjsonProvider
 from .registry import Registry
 
 
@@ -35,6 +36,7 @@ def create_app(config: dict | None = None) -> Flask:
     if why := missing_package(settings["BACKEND"]):  # forced, so every model would be refused: say it once
         raise ValueError(f"--backend {settings['BACKEND']}: {why}")
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config["SERVE"] = settings
     # Flask refuses larger bodies with a 413 before reading them.
     app.config["MAX_CONTENT_LENGTH"] = int(settings["MAX_BODY_MB"] * 1024 * 1024)
