@@ -14,7 +14,9 @@ onnxruntime, OpenVINO and auto rows). The request is what the drawing page sends
   2. concurrency 1, 8 and 32 under gunicorn (``-w 2 --threads 4``, one predictor of one math thread
      per worker) for each scenario (a backend forced or auto, with and without dynamic batching):
      p50/p99 latency, throughput, errors (socket errors, timeouts and non-2xx answers), and the CPU
-     that the server (gunicorn master + workers, from /proc) and wrk used;
+     that the server (gunicorn master + workers, from /proc) and wrk used; and, as the floor no
+     request can go below, Flask alone (bench/flask_floor.py: the same request, an answer of the
+     same size, no work) under the same gunicorn workers;
   3. with ``--soak``: only a soak instead, at concurrency 32 with the default settings (auto, no
      batching) for SECONDS (default 300), as 10 consecutive wrk runs of a tenth each on the same
      server: throughput of every tenth, errors, and the workers' RSS at the start and the end;
@@ -170,13 +172,15 @@ def get_json(port: int, path: str) -> tuple[int, dict | None]:
 
 GTHREAD = ("-w", "2", "--threads", "4")  # the documented production settings for 2 cores
 SYNC = ("-w", "2")  # gunicorn's sync worker: one request at a time per worker, no keep-alive
+SERVER = ("-c", "serve/gunicorn_conf.py", "serve.app:create_app()")  # what gunicorn runs: our server...
+FLOOR = ("bench.flask_floor:app",)  # ... or Flask alone, answering the same request without work
 
 
-def start_gunicorn(models: Path, env: dict, log: Path, workers: tuple = GTHREAD) -> tuple[subprocess.Popen, int]:
-    """gunicorn with ``workers`` (its -w/--threads flags); returns (process, port)."""
+def start_gunicorn(models: Path, env: dict, log: Path, workers: tuple = GTHREAD,
+                   app: tuple = SERVER) -> tuple[subprocess.Popen, int]:
+    """gunicorn with ``workers`` (its -w/--threads flags) running ``app``; returns (process, port)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", *workers,
-           "-b", f"127.0.0.1:{port}", "serve.app:create_app()"]
+    cmd = [sys.executable, "-m", "gunicorn", *workers, "-b", f"127.0.0.1:{port}", *app]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "SERVE_MODELS": str(models), "SERVE_POOL_SIZE": "1", **env})
     deadline = time.monotonic() + 120
@@ -300,7 +304,7 @@ def wrk_load(port: int, script: Path, concurrency: int, seconds: int, master: in
 
 
 BATCHING = {"SERVE_DYNAMIC_BATCHING": "1"}
-# name -> (label, environment, gunicorn's worker flags)
+# name -> (label, environment[, gunicorn's worker flags[, what gunicorn runs]])
 SCENARIOS = {"paddle": ("Paddle Inference", {"SERVE_BACKEND": "paddle"}),
              "paddle+batching": ("Paddle Inference + dynamic batching", {"SERVE_BACKEND": "paddle", **BATCHING}),
              "onnxruntime": ("onnxruntime", {"SERVE_BACKEND": "onnxruntime"}),
@@ -308,14 +312,18 @@ SCENARIOS = {"paddle": ("Paddle Inference", {"SERVE_BACKEND": "paddle"}),
              "openvino": ("OpenVINO", {"SERVE_BACKEND": "openvino"}),
              "auto": ("auto (the default)", {"SERVE_BACKEND": "auto"}),
              "auto+batching": ("auto + dynamic batching", {"SERVE_BACKEND": "auto", **BATCHING}),
-             "auto+sync": ("auto, sync workers (`-w 2`, no `--threads`)", {"SERVE_BACKEND": "auto"}, SYNC)}
+             "auto+sync": ("auto, sync workers (`-w 2`, no `--threads`)", {"SERVE_BACKEND": "auto"}, SYNC),
+             "floor": ("Flask alone, no work (`bench/flask_floor.py`)", {}, GTHREAD, FLOOR),
+             "floor+sync": ("Flask alone, no work, sync workers", {}, SYNC, FLOOR)}
 PLATFORM_BACKEND = {"paddle_inference": "paddle", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
-def serve_scenario(models: Path, env: dict, tmp: Path, name: str, workers: tuple = GTHREAD):
-    """Start gunicorn for one scenario; returns (process, port, the backend it chose for mnist)."""
+def serve_scenario(models: Path, env: dict, tmp: Path, name: str, workers: tuple = GTHREAD, app: tuple = SERVER):
+    """Start gunicorn for one scenario; returns (process, port, the backend it chose for mnist; - for no model)."""
     proc, port = start_gunicorn(models, {"PROMETHEUS_MULTIPROC_DIR": str(tmp / name), **env}, tmp / f"{name}.log",
-                                workers)
+                                workers, app)
+    if app != SERVER:
+        return proc, port, "-"
     platform = get_json(port, "/v2/models/mnist")[1]["platform"]
     return proc, port, PLATFORM_BACKEND.get(platform, platform)
 
@@ -425,7 +433,7 @@ def load_table(rows: list[dict], floors: dict, seconds: int) -> list[str]:
               "then the scenario's backend at batch 1; medians):", "",
               "| scenario | preprocess ms | backend ms | in-process ms | HTTP p50 ms | HTTP p50 / in-process |",
               "|---|---:|---:|---:|---:|---:|"]
-    for r in (r for r in rows if r["level"] == 1):
+    for r in (r for r in rows if r["level"] == 1 and r["backend"] in floors):
         f = floors[r["backend"]]
         lines.append(f"| {r['label']} | {f['pre']:.3f} | {f['model']:.3f} | {f['total']:.3f} | {r['p50']:.2f} | "
                      f"**{r['p50'] / f['total']:.2f}x** |")
@@ -454,6 +462,7 @@ def verdicts(rows: list[dict], floors: dict) -> list[str]:
                      f"{cpu_ms:.2f} ms = a ceiling of {os.cpu_count() / cpu_ms * 1e3:.0f} req/s "
                      f"(the server used {auto['server_cpu'] / auto['wall']:.2f} cores, wrk "
                      f"{auto['wrk_cpu'] / auto['wall']:.3f}).")
+    lines += floor_verdicts(by, floors)
     sync = [(by.get(("auto", c)), by.get(("auto+sync", c))) for c in LEVELS]
     if all(gthread and other for gthread, other in sync):
         def per_request(r):
@@ -473,6 +482,37 @@ def verdicts(rows: list[dict], floors: dict) -> list[str]:
                          f"{ratios}; wins at every "
                          f"concurrency: **{'yes' if all(wins) else 'no'}**"
                          + (" (so it stays off by default)." if name == "auto" and not all(wins) else "."))
+    return lines
+
+
+def floor_verdicts(by: dict, floors: dict) -> list[str]:
+    """What the targets leave for the HTTP stack, against what gunicorn + Flask cost doing nothing."""
+    lines = []
+    for server, floor, workers in (("auto", "floor", "gthread"), ("auto+sync", "floor+sync", "sync")):
+        ours, alone = by.get((server, 1)), by.get((floor, 1))
+        if ours is None or alone is None:
+            continue
+        inside = floors[ours["backend"]]["total"]
+        lines.append(f"The 1.5x target at concurrency 1, {workers} workers: in-process work {inside:.3f} ms, so "
+                     f"HTTP may add at most {0.5 * inside:.3f} ms (p50 {1.5 * inside:.2f} ms). Flask alone under the "
+                     f"same gunicorn, answering the same request with no work, takes **{alone['p50']:.2f} ms** p50 "
+                     f"(our server: {ours['p50']:.2f} ms, {ours['p50'] - inside:.2f} ms beyond the in-process work): "
+                     f"**{'reachable' if alone['p50'] <= 0.5 * inside else 'out of reach with gunicorn + Flask'}** "
+                     "on this machine.")
+    for server, floor, workers in (("auto", "floor", "gthread"), ("auto+sync", "floor+sync", "sync")):
+        ours, alone = by.get((server, 32)), by.get((floor, 32))
+        if ours is None or alone is None:
+            continue
+        f = floors[ours["backend"]]
+        stack_ms = alone["server_cpu"] / max(alone["n"], 1) * 1e3
+        cores = os.cpu_count() - ours["wrk_cpu"] / ours["wall"]
+        best_ms = stack_ms + f["pre"] + f["model"]
+        lines.append(f"The {TARGET['rps']} req/s target at concurrency 32, {workers} workers: {cores:.2f} cores (wrk "
+                     f"takes the rest) / {TARGET['rps']} req/s = {cores / TARGET['rps'] * 1e3:.2f} ms of server CPU "
+                     f"per request. Flask alone costs {stack_ms:.2f} ms per request ({alone['rps']:.0f} req/s), "
+                     f"preprocessing {f['pre']:.2f} ms and {ours['backend']} {f['model']:.2f} ms: {best_ms:.2f} ms, a "
+                     f"ceiling of **{cores / best_ms * 1e3:.0f} req/s** even if our own code (routing, metrics, "
+                     f"checks) cost nothing; measured {ours['rps']:.0f} req/s.")
     return lines
 
 
