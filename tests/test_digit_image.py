@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from common.digit_image import (
     BOX, CANVAS, MEAN, MIN_STROKE, STD, DigitPreprocessor, ImageError, decode, normalize, preprocess, preprocess_spec,
-    strokes, to_mnist,
+    _median_and_mad_u8, _median_u8, strokes, to_mnist,
 )
 from bench.digit_renderings import KINDS, render_like_user
 
@@ -475,3 +475,29 @@ def test_to_mnist_leaves_genuine_mnist_samples_nearly_unchanged():
     assert shifts.max() < 1, "centres of mass must stay put"
     x = normalize(originals)
     assert abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_median_and_mad_from_one_histogram_match_two_passes(seed):
+    rng = np.random.default_rng(seed)
+    paper = int(rng.integers(0, 256))
+    # paper with noise, some ink, values clipped at both ends: odd and even sizes
+    values = np.clip(rng.normal(paper, rng.uniform(0, 20), 999 + seed), 0, 255).astype(np.uint8)
+    values[: 100 * seed] = rng.integers(0, 256, 100 * seed)
+    median = _median_u8(values)
+    assert _median_and_mad_u8(values) == (median, _median_u8(cv2.absdiff(values, median)))
+    assert _median_and_mad_u8(np.full(50, 7, np.uint8)) == (7, 0)
+
+
+def test_normalize_table_gives_the_arithmetic_float32_values():
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    gray = np.tile(levels, (1, 2, 2))[:, :28, :28].copy()
+    x = gray.reshape(-1, 1, 28, 28).astype(np.float32)
+    expected = (x / np.float32(255) - np.float32(0.1307)) / np.float32(0.3081)
+    out = normalize(gray)
+    assert out.dtype == np.float32 and out.shape == (1, 1, 28, 28)
+    assert np.array_equal(out, expected)
+    scaled = normalize(gray, 0.5, 0.25, scale=1 / 256)
+    assert np.array_equal(scaled, (x * np.float32(1 / 256) - np.float32(0.5)) / np.float32(0.25))
+    out[0, 0, 0, 0] = 99.0  # the answer is the caller's to change, not the shared table
+    assert normalize(gray)[0, 0, 0, 0] == expected[0, 0, 0, 0]
