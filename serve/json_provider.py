@@ -10,12 +10,16 @@ from __future__ import annotations
 import orjson
 from flask.json.provider import DefaultJSONProvider
 
+COMPACT = (",", ":")
+
 
 class OrjsonProvider(DefaultJSONProvider):
     """``app.json``: orjson for ``jsonify``/``dumps``, Flask's defaults for everything else."""
 
     def dumps(self, obj, **kwargs) -> str:
-        if kwargs:  # indent or separators asked for (debug mode): the standard library's job
+        # jsonify asks for compact separators, which is all orjson writes; anything else (indent in
+        # debug mode) is the standard library's job.
+        if kwargs.get("separators", COMPACT) != COMPACT or set(kwargs) - {"separators"}:
             return super().dumps(obj, **kwargs)
         option = orjson.OPT_SORT_KEYS if self.sort_keys else 0
         try:

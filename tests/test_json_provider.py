@@ -24,6 +24,15 @@ def test_answers_parse_to_what_was_encoded_in_the_order_written():
     assert json.loads(text) == answer
     assert list(json.loads(text)) == list(answer)  # app.json.sort_keys = False is kept
     assert text.endswith("\n")  # as Flask's own provider answers
+    assert '"label":"七"' in text  # written by orjson (UTF-8); Flask's encoder would write "\u4e03"
+
+
+def test_debug_mode_pretty_prints_with_flask():
+    app = make_app()
+    app.debug = True
+    with app.app_context():
+        text = jsonify({"b": [1, 2]}).get_data(as_text=True)
+    assert json.loads(text) == {"b": [1, 2]} and '\n  "b"' in text  # indented
 
 
 def test_sort_keys_is_honoured():
