@@ -50,11 +50,12 @@ class DigitPipeline:
 
     def answer(self, probabilities: np.ndarray) -> dict:
         """The label, its probability, the top-k and every probability, for one image."""
-        order = np.argsort(-probabilities, kind="stable")[:self.topk]
-        best = self.labels[int(order[0])]
-        return {"digit": int(best) if best.isdigit() else best, "probability": float(probabilities[order[0]]),
-                "top": [{"label": self.labels[int(i)], "probability": float(probabilities[i])} for i in order],
-                "probabilities": [float(p) for p in probabilities]}
+        values = probabilities.tolist()  # Python floats, the float32 values exactly, in one call
+        order = np.argsort(-probabilities, kind="stable")[:self.topk].tolist()
+        best = self.labels[order[0]]
+        return {"digit": int(best) if best.isdigit() else best, "probability": values[order[0]],
+                "top": [{"label": self.labels[i], "probability": values[i]} for i in order],
+                "probabilities": values}
 
 
 class FeaturePipeline:
