@@ -18,8 +18,11 @@ onnxruntime, OpenVINO and auto rows). The request is what the drawing page sends
      request can go below, Flask alone (bench/flask_floor.py: the same request, an answer of the
      same size, no work) under the same gunicorn workers;
   3. with ``--soak``: only a soak instead, at concurrency 32 with the default settings (auto, no
-     batching) for SECONDS (default 300), as 10 consecutive wrk runs of a tenth each on the same
-     server: throughput of every tenth, errors, and the workers' RSS at the start and the end;
+     batching) for SECONDS (default 300), as one wrk run whose connections stay open (separate
+     runs per tenth would each deal their connections to the gthread workers anew, and the
+     tenths would differ by how evenly that fell, not by time: see ``--balance``): the answers
+     of every tenth from the server's own request counter, errors, and the workers' RSS at the
+     start and the end;
   4. with ``--balance``: only how evenly the 2 workers share the load, gthread against sync
      workers: BALANCE_RUNS short wrk runs at concurrency 8, each opening new connections, with
      the CPU each worker used.
@@ -282,22 +285,30 @@ def wrk_load(port: int, script: Path, concurrency: int, seconds: int, master: in
     pids = server_pids(master) if master else []
     server_before = cpu_seconds(pids) if pids else 0.0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child that exits meanwhile
-    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
-           f"http://127.0.0.1:{port}{path}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(wrk_command(port, script, concurrency, seconds, path), capture_output=True, text=True,
+                         check=True).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = {**wrk_summary(out), "wrk_cpu": (after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime)}
+    if pids:
+        result["server_cpu"] = cpu_seconds(pids) - server_before
+    return result
+
+
+def wrk_command(port: int, script: Path, concurrency: int, seconds: int, path: str = "/predict/digit") -> list[str]:
+    return ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+            f"http://127.0.0.1:{port}{path}"]
+
+
+def wrk_summary(out: str) -> dict:
+    """Requests, errors (socket errors, timeouts, non-2xx), p50/p99 ms, req/s and wall seconds of wrk's output."""
     line = next((x for x in out.splitlines() if x.startswith("WRK_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{out}")
     r = json.loads(line.split(" ", 1)[1])
     wall = r["duration_us"] / 1e6
     errors = r["non2xx"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
-    result = {"n": r["requests"], "errors": errors, "p50": r["p50_us"] / 1e3, "p99": r["p99_us"] / 1e3,
-              "rps": r["requests"] / wall, "wall": wall,
-              "wrk_cpu": (after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime)}
-    if pids:
-        result["server_cpu"] = cpu_seconds(pids) - server_before
-    return result
+    return {"n": r["requests"], "errors": errors, "p50": r["p50_us"] / 1e3, "p99": r["p99_us"] / 1e3,
+            "rps": r["requests"] / wall, "wall": wall}
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -394,19 +405,49 @@ def balance_markdown(rows: list[dict], load: str) -> str:
 
 
 def soak(models: Path, script: Path, seconds: int, tmp: Path) -> dict:
-    """Concurrency-32 load on the default settings for ``seconds``, as 10 consecutive wrk runs; worker RSS."""
+    """Concurrency-32 load on the default settings for ``seconds``: one wrk run (its connections opened
+    once, as a long-lived client's pool would be), with the answers of every tenth counted from the
+    server's own Prometheus counter; worker RSS at the start and the end, CPU of server and wrk."""
     proc, port, backend = serve_scenario(models, {}, tmp, "soak")
     try:
         wrk_load(port, script, SOAK_CONCURRENCY, max(1, min(10, round(seconds / 10))))  # past first-touch allocations
-        rss_start = worker_rss_mb(proc.pid)
-        tenths = []
-        for i in range(10):
-            tenths.append(wrk_load(port, script, SOAK_CONCURRENCY, max(1, round(seconds / 10)), proc.pid))
-            print(f"[serve_load] soak tenth {i + 1}: {tenths[-1]}", flush=True)
+        rss_start, pids = worker_rss_mb(proc.pid), server_pids(proc.pid)
+        cpu_before, usage = cpu_seconds(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
+        marks = [(time.monotonic(), answered(port))]
+        wrk = subprocess.Popen(wrk_command(port, script, SOAK_CONCURRENCY, seconds), stdout=subprocess.PIPE, text=True)
+        for i in range(1, 11):
+            time.sleep(max(0.0, marks[0][0] + i * seconds / 10 - time.monotonic()))
+            marks.append((time.monotonic(), answered(port)))
+            print(f"[serve_load] soak tenth {i}: {marks[-1][1]}", flush=True)
+        out = wrk.communicate()[0]
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu = cpu_seconds(pids) - cpu_before
         rss_end = worker_rss_mb(proc.pid)
     finally:
         stop(proc)
-    return {"backend": backend, "tenths": tenths, "rss_start": rss_start, "rss_end": rss_end}
+    tenths = [{"n": b[1][0] - a[1][0], "errors": b[1][1] - a[1][1], "rps": (b[1][0] - a[1][0]) / (b[0] - a[0])}
+              for a, b in zip(marks, marks[1:])]
+    whole = {**wrk_summary(out), "server_cpu": server_cpu,
+             "wrk_cpu": after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime}
+    return {"backend": backend, "tenths": tenths, "whole": whole, "rss_start": rss_start, "rss_end": rss_end}
+
+
+def answered(port: int) -> tuple[int, int]:
+    """(2xx answers, other answers) to ``POST /predict/digit`` so far, summed over all workers (/metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    ok = other = 0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "serve_requests_total" and sample.labels.get("route") == "/predict/digit":
+                if sample.labels.get("status", "").startswith("2"):
+                    ok += int(sample.value)
+                else:
+                    other += int(sample.value)
+    return ok, other
 
 
 # ---- the report -----------------------------------------------------------------------------
@@ -525,25 +566,25 @@ def load_markdown(raw: list, rows: list[dict], floors: dict, seconds: int, load:
 
 
 def soak_markdown(s: dict, seconds: int, load: str) -> str:
-    t = s["tenths"]
+    t, whole = s["tenths"], s["whole"]
     rss0, rss1 = sum(s["rss_start"]), sum(s["rss_end"])
     growth, ratio = rss1 / rss0 - 1, t[-1]["rps"] / t[0]["rps"]
-    errors, requests = sum(x["errors"] for x in t), sum(x["n"] for x in t)
+    errors = whole["errors"] + sum(x["errors"] for x in t)  # wrk's socket errors and timeouts; the server's non-2xx
     ok = errors == 0 and growth < TARGET["soak_rss_growth"] and ratio >= TARGET["soak_last_first"]
-    wall = sum(x["wall"] for x in t)
     lines = [f"Soak: `POST /predict/digit` ({IMAGE_SIZE}x{IMAGE_SIZE} PNG), concurrency {SOAK_CONCURRENCY}, default "
-             f"settings (backend auto chose {s['backend']}, no dynamic batching), gunicorn `-w 2 --threads 4`; "
-             f"{seconds} s as 10 consecutive wrk runs on the same server.", "",
-             "| tenth | requests | errors | p50 ms | p99 ms | req/s |", "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {i + 1} | {x['n']} | {x['errors']} | {x['p50']:.2f} | {x['p99']:.2f} | {x['rps']:.0f} |"
-              for i, x in enumerate(t)]
-    lines += ["", f"{requests} requests, **{errors} errors**; throughput last tenth / first tenth: "
-                  f"**{ratio:.2f}** ({t[-1]['rps']:.0f} / {t[0]['rps']:.0f} req/s); worker RSS "
+             f"settings (backend auto chose {s['backend']}, no dynamic batching), gunicorn `-w 2 --threads 4`; one "
+             f"wrk run of {seconds} s (connections opened once). Each tenth's answers are counted from the server's "
+             "`serve_requests_total` (non-2xx as errors), scraped every tenth.", "",
+             "| tenth | answers | errors | req/s |", "|---:|---:|---:|---:|"]
+    lines += [f"| {i + 1} | {x['n']} | {x['errors']} | {x['rps']:.0f} |" for i, x in enumerate(t)]
+    lines += ["", f"wrk: {whole['n']} requests, p50 {whole['p50']:.2f} ms, p99 {whole['p99']:.2f} ms, "
+                  f"{whole['rps']:.0f} req/s; **{errors} errors** (socket errors, timeouts, non-2xx). Throughput last "
+                  f"tenth / first tenth: **{ratio:.2f}** ({t[-1]['rps']:.0f} / {t[0]['rps']:.0f} req/s); worker RSS "
                   f"{' + '.join(f'{m:.0f}' for m in s['rss_start'])} = {rss0:.0f} MiB at the start, "
                   f"{' + '.join(f'{m:.0f}' for m in s['rss_end'])} = {rss1:.0f} MiB at the end: **{growth:+.1%}**. "
                   f"Targets (0 errors, RSS growth under {TARGET['soak_rss_growth']:.0%}, last/first at least "
                   f"{TARGET['soak_last_first']}): **{'met' if ok else 'not met'}**. CPU on average: server "
-                  f"{sum(x['server_cpu'] for x in t) / wall:.2f} cores, wrk {sum(x['wrk_cpu'] for x in t) / wall:.3f}.",
+                  f"{whole['server_cpu'] / whole['wall']:.2f} cores, wrk {whole['wrk_cpu'] / whole['wall']:.3f}.",
               "", f"Load average (1 min, {os.cpu_count()} cores): {load}."]
     return "\n".join(lines)
 
