@@ -4,8 +4,9 @@ Only encoding changes, and only in form: non-ASCII text is written as UTF-8 inst
 escapes, and a NaN or infinity as ``null`` (the standard library writes ``NaN``, which is not
 JSON; the API checks its outputs are finite, so answers do not carry them). Request bodies are
 still parsed by Flask's default (the standard library), so what the API accepts and the errors it
-gives for bad JSON stay as they were. Whatever orjson refuses to encode (an integer wider than 64 bits, non-string keys, pretty printing in debug
-mode) goes to Flask's own encoder, so no answer fails because of the switch.
+gives for bad JSON stay as they were. Whatever orjson refuses to encode (an integer wider than 64
+bits, non-string keys, pretty printing in debug mode) goes to Flask's own encoder, so no answer
+fails because of the switch.
 """
 from __future__ import annotations
 
