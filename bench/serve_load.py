@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -434,8 +435,6 @@ def soak(models: Path, script: Path, seconds: int, tmp: Path) -> dict:
 
 def answered(port: int) -> tuple[int, int]:
     """(2xx answers, other answers) to ``POST /predict/digit`` so far, summed over all workers (/metrics)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
@@ -526,10 +525,13 @@ def verdicts(rows: list[dict], floors: dict) -> list[str]:
     return lines
 
 
+FLOOR_PAIRS = (("auto", "floor", "gthread"), ("auto+sync", "floor+sync", "sync"))  # our server, Flask alone
+
+
 def floor_verdicts(by: dict, floors: dict) -> list[str]:
     """What the targets leave for the HTTP stack, against what gunicorn + Flask cost doing nothing."""
     lines = []
-    for server, floor, workers in (("auto", "floor", "gthread"), ("auto+sync", "floor+sync", "sync")):
+    for server, floor, workers in FLOOR_PAIRS:
         ours, alone = by.get((server, 1)), by.get((floor, 1))
         if ours is None or alone is None:
             continue
@@ -541,7 +543,7 @@ def floor_verdicts(by: dict, floors: dict) -> list[str]:
                      f"which leaves **{max(left, 0):.2f} ms** for all that our server does besides preprocessing "
                      f"and the model (routing, metrics, checks, the answer); our server: {ours['p50']:.2f} ms p50, "
                      f"{ours['p50'] - inside:.2f} ms beyond the in-process work.")
-    for server, floor, workers in (("auto", "floor", "gthread"), ("auto+sync", "floor+sync", "sync")):
+    for server, floor, workers in FLOOR_PAIRS:
         ours, alone = by.get((server, 32)), by.get((floor, 32))
         if ours is None or alone is None:
             continue
@@ -569,7 +571,7 @@ def soak_markdown(s: dict, seconds: int, load: str) -> str:
     t, whole = s["tenths"], s["whole"]
     rss0, rss1 = sum(s["rss_start"]), sum(s["rss_end"])
     growth, ratio = rss1 / rss0 - 1, t[-1]["rps"] / t[0]["rps"]
-    errors = whole["errors"] + sum(x["errors"] for x in t)  # wrk's socket errors and timeouts; the server's non-2xx
+    errors = whole["errors"]  # wrk's count: socket errors, timeouts and non-2xx (the tenths' column is the server's)
     ok = errors == 0 and growth < TARGET["soak_rss_growth"] and ratio >= TARGET["soak_last_first"]
     lines = [f"Soak: `POST /predict/digit` ({IMAGE_SIZE}x{IMAGE_SIZE} PNG), concurrency {SOAK_CONCURRENCY}, default "
              f"settings (backend auto chose {s['backend']}, no dynamic batching), gunicorn `-w 2 --threads 4`; one "

@@ -26,7 +26,6 @@ class OrjsonProvider(DefaultJSONProvider):
             return super().dumps(obj, **kwargs)
         option = orjson.OPT_SORT_KEYS if self.sort_keys else 0
         try:
-            # orjson writes UTF-8 where Flask writes \u escapes (ensure_ascii): both are the same JSON.
             return orjson.dumps(obj, default=self.default, option=option).decode()
         except TypeError:
             return super().dumps(obj)

@@ -2,7 +2,7 @@
 import json
 
 import numpy as np
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from serve.json_provider import OrjsonProvider
 
@@ -53,7 +53,6 @@ def test_request_bodies_are_still_parsed_by_flask():
 
     @app.post("/echo")
     def echo():
-        from flask import request
         return jsonify(request.get_json())
 
     response = app.test_client().post("/echo", data='{"x": NaN}', content_type="application/json")
