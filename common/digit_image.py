@@ -13,35 +13,25 @@ centre of mass sits at pixel (14, 14) of the 28x28 field. Photos get more care t
 paper's brightness is estimated locally (shadows, a lamp's fall-off), coloured ink on coloured
 paper is separated by colour when brightness does not, and big JPEGs are decoded reduced.
 
-Every problem with a user's image raises ``ImageError`` (a ``ValueError``) whose message can be
-shown to the client as it is.
+Decoding the untrusted file (size limits, formats, memory) is common/image_decode.py's job. Every
+problem with a user's image raises ``ImageError`` (a ``ValueError``) whose message can be shown to
+the client as it is.
 """
 from __future__ import annotations
 
 import functools
-import io
-import struct
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import ExifTags, Image
+
+from .image_decode import FORMATS, MAX_PIXELS, MIN_SIDE, Header, ImageError, decode, drop_alpha, read_header, to_uint8
 
 MEAN = 0.1307  # MNIST training-set pixel mean, on the [0, 1] scale
 STD = 0.3081  # ... and standard deviation
 CANVAS = 28  # side of the model's input
 BOX = 20  # the digit is fitted into BOX x BOX, as in MNIST
 
-MAX_PIXELS = 25_000_000  # default decode limit: a 5000 x 5000 photo is more than enough for a digit
-_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")  # what we accept; fewer decoders, less attack surface
-_UNDECODABLE = "could not decode image: truncated or not a PNG/JPEG/BMP/WebP file"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MIN_SIDE = 384  # big JPEGs are decoded reduced down to this shorter side (the digit ends up 20x20)
-# imdecode flags for JPEG decoding at 1/2, 1/4, 1/8 of the size: [gray?][reduction]
-_REDUCED = {
-    False: {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8},
-    True: {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8},
-}
 
 # Background suppression (see _ink). Pixels closer to the background than _NOISE_SIGMAS noise
 # standard deviations are background; the digit must stand out by _MIN_CONTRAST grey levels;
@@ -73,20 +63,6 @@ _MAX_GAIN = 4.0  # ink in a shadow is brightened at most this much (see _under_u
 _LUMA_ENOUGH = 0.5  # use the luma unless it keeps less than half the ink's colour contrast
 _NEUTRAL = 6  # a BGR image whose channels differ by at most this is gray
 
-# cv2 equivalents of the EXIF orientations (phones store photos sideways and set this tag).
-_ORIENT = {
-    2: lambda im: cv2.flip(im, 1),
-    3: lambda im: cv2.rotate(im, cv2.ROTATE_180),
-    4: lambda im: cv2.flip(im, 0),
-    5: lambda im: cv2.transpose(im),
-    6: lambda im: cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE),
-    7: lambda im: cv2.rotate(cv2.transpose(im), cv2.ROTATE_180),
-    8: lambda im: cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE),
-}
-
-
-class ImageError(ValueError):
-    """Something is wrong with a user's image; the message is meant for the client."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,123 +100,6 @@ def _normalized_levels(mean: float, std: float, scale: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Decoding untrusted bytes
-
-
-def decode(data: bytes, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] = _FORMATS,
-           min_side: int | None = None) -> np.ndarray:
-    """Decode PNG/JPEG/BMP/WebP bytes to a uint8 gray or BGR image, refusing oversized images.
-
-    The size comes from the header and is checked before any pixel is decoded: a few KB can
-    claim 30000 x 30000 pixels. 16-bit images are scaled to 8 bits, transparency is composited
-    onto white and the EXIF orientation is applied. With ``min_side``, a JPEG is decoded at 1/2,
-    1/4 or 1/8 of its size (libjpeg scales while decoding, several times faster) as long as its
-    shorter side keeps at least ``min_side`` pixels; other formats are always decoded whole.
-    """
-    if not data:
-        raise ImageError("image is empty (0 bytes)")
-    (width, height), orientation, kind = _read_header(data, formats)
-    if width * height > max_pixels:
-        raise ImageError(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-        )
-    # Orientation is applied below, from the header we read; OpenCV looking for EXIF itself costs
-    # 40 us on a 200x200 PNG (a sixth of its decoding).
-    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
-    reduction = _jpeg_reduction(width, height, min_side) if kind in ("JPEG", "JPEG-gray") else 1
-    if reduction > 1:
-        flags = _REDUCED[kind == "JPEG-gray"][reduction] | cv2.IMREAD_IGNORE_ORIENTATION
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if image is None:  # OpenCV's answer to truncated or corrupt data
-        raise ImageError(_UNDECODABLE)
-    if orientation in _ORIENT:
-        image = _ORIENT[orientation](image)
-    return _drop_alpha(_to_uint8(image))
-
-
-def _jpeg_reduction(width: int, height: int, min_side: int | None) -> int:
-    """The largest of 8, 4, 2 that keeps the shorter side at ``min_side`` pixels or more, else 1."""
-    if not min_side:
-        return 1
-    return next((f for f in (8, 4, 2) if min(width, height) // f >= min_side), 1)
-
-
-def _read_header(data: bytes, formats: tuple[str, ...] = _FORMATS) -> tuple[tuple[int, int], int, str]:
-    """Return ((width, height), EXIF orientation, kind) from the header, decoding no pixels.
-
-    ``kind`` is the format, with "JPEG-gray" for a one-channel JPEG (decoded as gray when reduced).
-    """
-    if data.startswith(_PNG_SIGNATURE):
-        if "PNG" not in formats:
-            raise ImageError(_UNDECODABLE)
-        return _png_size(data), 1, "PNG"  # PNG may put EXIF after the pixels: not honoured
-    try:
-        with Image.open(io.BytesIO(data), formats=[f for f in formats if f != "PNG"]) as im:
-            # Only JPEG and WebP keep EXIF in the header.
-            exif = im.getexif() if im.format in ("JPEG", "MPO", "WEBP") else {}
-            kind = "JPEG-gray" if im.format in ("JPEG", "MPO") and im.mode == "L" else \
-                "JPEG" if im.format in ("JPEG", "MPO") else im.format
-            return im.size, int(exif.get(ExifTags.Base.Orientation, 1)), kind
-    except Image.DecompressionBombError as exc:
-        # Pillow has its own, higher limit and refuses before we see the size; its message
-        # states the pixel count.
-        raise ImageError(f"image is too large: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise ImageError(_UNDECODABLE) from exc
-
-
-def _png_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from IHDR, after checking that every chunk fits inside ``data``.
-
-    Needed because OpenCV 5 allocates whatever length a chunk claims: 400 bytes whose IDAT says
-    3 GB cost 3 GB of memory and seconds before imdecode gives up. Walking the chunk headers
-    bounds every claim by the file's size; it is what Pillow's ``verify()`` did for us, minus the
-    CRCs (libpng checks those while decoding) and ~20x cheaper.
-    """
-    pos, size = len(_PNG_SIGNATURE), None
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        end = pos + 12 + length  # length, type, body, CRC
-        if end > len(data):
-            break  # truncated, or a chunk claiming more than the file holds
-        if size is None:
-            if kind != b"IHDR" or length != 13:
-                break
-            size = struct.unpack_from(">II", data, pos + 8)
-            if 0 in size or max(size) >= 2 ** 31:
-                break
-        if kind == b"IEND":
-            return size
-        pos = end
-    raise ImageError(_UNDECODABLE)
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Return 8-bit pixels; 16-bit images (PNG allows them) are scaled, not clipped."""
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
-    raise ImageError(f"unsupported pixel type {image.dtype}; expected 8 or 16 bits per channel")
-
-
-def _drop_alpha(image: np.ndarray) -> np.ndarray:
-    """Composite a gray+alpha or BGRA image onto white; others are returned unchanged.
-
-    White, because a drawing exported from a canvas is dark strokes on transparency, and
-    transparent pixels are often stored as black: dropping alpha would give black on black.
-    """
-    if image.ndim != 3 or image.shape[2] not in (2, 4):
-        return image
-    alpha = image[:, :, -1]
-    color = image[:, :, 0] if image.shape[2] == 2 else cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.shape[2] == 4:
-        alpha = cv2.cvtColor(alpha, cv2.COLOR_GRAY2BGR)
-    # color * a + 255 * (1 - a) = 255 - (255 - color) * a, in uint8 with rounding (cv2 rounds).
-    return cv2.bitwise_not(cv2.multiply(cv2.bitwise_not(color), alpha, scale=1 / 255))
-
-
-# ---------------------------------------------------------------------------------------------
 # Making an MNIST-like 28 x 28
 
 
@@ -264,7 +123,7 @@ def to_mnist(image: np.ndarray, box: int = BOX, noise_sigmas: float = _NOISE_SIG
 
 def _to_gray(image: np.ndarray) -> np.ndarray:
     """Return a uint8 single-channel image from gray, BGR or BGRA (alpha composited on white)."""
-    image = _drop_alpha(_to_uint8(np.asarray(image)))
+    image = drop_alpha(to_uint8(np.asarray(image)))
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] == 3:
@@ -574,7 +433,7 @@ class DigitPreprocessor:
     reads them back and refuses any step, order or parameter this module does not implement.
     """
 
-    formats: tuple[str, ...] = _FORMATS
+    formats: tuple[str, ...] = FORMATS
     max_pixels: int = MAX_PIXELS
     min_side: int = MIN_SIDE
     noise_sigmas: float = _NOISE_SIGMAS
@@ -638,9 +497,9 @@ class DigitPreprocessor:
         return made
 
     def _check(self) -> None:
-        unknown = set(self.formats) - set(_FORMATS)
+        unknown = set(self.formats) - set(FORMATS)
         if unknown or not self.formats:
-            raise ValueError(f"formats must be some of {list(_FORMATS)}, got {list(self.formats)}")
+            raise ValueError(f"formats must be some of {list(FORMATS)}, got {list(self.formats)}")
         if self.canvas != CANVAS or not 0 < self.box <= self.canvas:
             raise ValueError(f"canvas must be {CANVAS} and box between 1 and it, got {self.canvas} and {self.box}")
         if not (self.std > 0 and self.scale > 0 and self.max_pixels > 0 and self.min_side > 0):
@@ -660,11 +519,17 @@ class DigitPreprocessor:
         """Bytes of an image file (or a decoded array) -> float32 (1, 1, canvas, canvas) model input."""
         return self.normalize(self.to_mnist(self.decode(data)))
 
-    def decode(self, data: bytes | np.ndarray, max_pixels: int | None = None) -> np.ndarray:
-        """Decode image bytes (arrays pass through); ``max_pixels`` may only lower the bundle's limit."""
+    def header(self, data: bytes) -> Header:
+        """The image file's header (size, pixel layout), in one of this bundle's formats; ``ImageError`` if not."""
+        return read_header(bytes(data), self.formats)
+
+    def decode(self, data: bytes | np.ndarray, max_pixels: int | None = None, header: Header | None = None
+               ) -> np.ndarray:
+        """Decode image bytes (arrays pass through); ``max_pixels`` may only lower the bundle's limit;
+        ``header``: what ``self.header(data)`` said, when the caller read it already."""
         if isinstance(data, (bytes, bytearray, memoryview)):
             limit = self.max_pixels if max_pixels is None else min(self.max_pixels, max_pixels)
-            return decode(bytes(data), limit, self.formats, self.min_side)
+            return decode(bytes(data), limit, self.formats, self.min_side, header)
         return data
 
     def normalize(self, gray: np.ndarray) -> np.ndarray:
