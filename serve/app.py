@@ -1,18 +1,22 @@
-"""The app factory: ``create_app(config)`` for the development server, tests and gunicorn.
+"""The app factory: ``create_app(config)`` for the production server's workers, the development server,
+tests and gunicorn.
 
-``gunicorn 'serve.app:create_app()'`` calls it with no argument in each worker, so every setting
-can also come from ``SERVE_<KEY>`` environment variables (see serve/config.py).
+The production server (serve/server.py) and ``gunicorn 'serve.app:create_app()'`` call it with no
+argument in each worker, so every setting can also come from ``SERVE_<KEY>`` environment variables
+(see serve/config.py).
 """
 from __future__ import annotations
 
 import logging
 
 import cv2
-from flask import Flask
+from flask import Flask, g
 
 from . import config as settings_module
-from . import errors, metrics, openapi, page, predict, v2
+from . import errors, metrics, openapi, page, predict, timing, v2
 from .backends import missing_package
+from .batching import InFlight
+from .budget import Budget, megabytes
 from .json_provider import OrjsonProvider
 from .registry import Registry
 
@@ -38,19 +42,39 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
     app.config["SERVE"] = settings
-    # Flask refuses larger bodies with a 413 before reading them.
+    # Flask refuses larger bodies with a 413 before reading them (the production front already did).
     app.config["MAX_CONTENT_LENGTH"] = int(settings["MAX_BODY_MB"] * 1024 * 1024)
     app.json.sort_keys = False  # keep answers in the order written: digit before the ten probabilities
 
     errors.init_app(app)
+    timing.init_app(app)
     stats = metrics.Metrics()
     metrics.init_app(app, stats)
-    registry = Registry(settings, stats)
+    in_flight = _count_in_flight(app)
+    app.extensions["decode_budget"] = Budget(megabytes(settings["DECODE_BUDGET_MB"]))
+    registry = Registry(settings, stats, busy=in_flight)
     app.extensions["registry"] = registry
     for blueprint in (predict.bp, v2.bp, page.bp, openapi.bp):
         app.register_blueprint(blueprint)
     registry.start()
     return app
+
+
+def _count_in_flight(app: Flask) -> InFlight:
+    """Count the requests being handled (what the dynamic batcher asks before waiting for more)."""
+    in_flight = InFlight()
+
+    @app.before_request
+    def enter():
+        in_flight.add(1)
+        g.entered = True
+
+    @app.teardown_request
+    def leave(_exc=None):
+        if g.pop("entered", False):
+            in_flight.add(-1)
+
+    return in_flight
 
 
 def _require_cuda() -> None:

@@ -20,6 +20,21 @@ import numpy as np
 from .errors import ApiError
 
 
+class InFlight:
+    """Requests this process is handling now (the batcher's ``busy``): counted by the app's request hooks."""
+
+    def __init__(self):
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        return self.count
+
+    def add(self, delta: int) -> None:
+        with self._lock:
+            self.count += delta
+
+
 def rows(inputs: list[np.ndarray]) -> int:
     """Samples in a request: the batch dimension of its (first) input."""
     return len(inputs[0])

@@ -18,7 +18,7 @@ log = logging.getLogger("serve")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An incoming id is echoed only if it is short and plain: it ends up in logs and headers.
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 # Short machine-readable codes for the statuses werkzeug raises on its own.
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
@@ -38,16 +38,24 @@ def request_id() -> str:
     return g.get("request_id") or uuid.uuid4().hex
 
 
+def pick_request_id(incoming: str | None) -> str:
+    """The client's X-Request-ID if it is short and plain, else a fresh one."""
+    return incoming if incoming and _SANE_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
 V2_PREFIX = "/v2"
 
 
+def error_body(path: str, code: str, message: str, rid: str) -> dict:
+    """The error shape of the route at ``path``: V2's ``{"error": message}``, else ours with code and request id."""
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+        return {"error": message}
+    return {"error": {"code": code, "message": message, "request_id": rid}}
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
-    """The error shape of the route: V2's ``{"error": message}``, else ours with code and request id."""
-    if request.path == V2_PREFIX or request.path.startswith(V2_PREFIX + "/"):
-        body = jsonify(error=message)
-    else:
-        body = jsonify(error={"code": code, "message": message, "request_id": request_id()})
-    return body, status, headers or {}
+    """A Flask response in the route's error shape."""
+    return jsonify(error_body(request.path, code, message, request_id())), status, headers or {}
 
 
 def init_app(app: Flask) -> None:
@@ -55,8 +63,7 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def assign_request_id():
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = pick_request_id(request.headers.get(REQUEST_ID_HEADER))
 
     @app.after_request
     def echo_request_id(response):

@@ -1,7 +1,7 @@
 """gunicorn settings for the server: ``gunicorn -c serve/gunicorn_conf.py 'serve.app:create_app()'``.
 
 Flags given on the command line override these (``-w 4 --threads 2 -b 0.0.0.0:8000``); their
-defaults come from serve/config.py (SERVE_BIND, SERVE_WORKERS, SERVE_GUNICORN_THREADS). gunicorn's
+defaults come from serve/config.py (SERVE_BIND, SERVE_WORKERS, SERVE_REQUEST_THREADS). gunicorn's
 ``--threads`` are HTTP threads per worker; unless SERVE_POOL_SIZE is set, each worker also gets that
 many predictors per model (``post_fork`` below). Keep workers (``-w``) x SERVE_POOL_SIZE x
 SERVE_THREADS (math threads per predictor) <= CPU cores: docs/SERVING.md, "Thread arithmetic".
@@ -21,7 +21,7 @@ from serve.config import resolve  # noqa: E402
 _settings = resolve(None)
 bind = _settings["BIND"]
 workers = _settings["WORKERS"]
-threads = _settings["GUNICORN_THREADS"]
+threads = _settings["REQUEST_THREADS"]
 # No worker_class: gunicorn runs its sync worker for --threads 1 (one request at a time, the
 # connection closed after each: the least CPU per request, measured in docs/BENCHMARKS.md) and its
 # gthread worker for --threads N > 1 (keep-alive, N requests at once: what slow clients and dynamic

@@ -24,7 +24,7 @@ class OrjsonProvider(DefaultJSONProvider):
         # debug mode) is the standard library's job.
         if kwargs.get("separators", COMPACT) != COMPACT or set(kwargs) - {"separators"}:
             return super().dumps(obj, **kwargs)
-        option = orjson.OPT_SORT_KEYS if self.sort_keys else 0
+        option = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_SORT_KEYS if self.sort_keys else 0)
         try:
             return orjson.dumps(obj, default=self.default, option=option).decode()
         except TypeError:

@@ -1,15 +1,17 @@
-"""Prometheus metrics: requests by route and status, latency, in-flight requests, batch sizes, model state
-and the backend each model runs on.
+"""Prometheus metrics: requests by route and status, latency, time per stage, in-flight requests, batch sizes,
+model state and the backend each model runs on.
 
-Under gunicorn each worker is a process with its own counters. When PROMETHEUS_MULTIPROC_DIR is
-set (serve/gunicorn_conf.py sets it), prometheus-client writes them to files in that folder and
-``/metrics`` adds up all workers; without it, each scrape sees only the worker that answered.
+Each worker is a process with its own counters. When PROMETHEUS_MULTIPROC_DIR is set (the
+production server and serve/gunicorn_conf.py set it), prometheus-client writes them to files in
+that folder and ``/metrics`` adds up all workers; without it, each scrape sees only the worker that
+answered. The figures of a request are read once it is answered, from its own record (serve/timing.py):
+the request path never calls into this module.
 """
 from __future__ import annotations
 
 import os
-import threading
-import time
+import re
+from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -45,20 +47,15 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.inference = Histogram("serve_inference_duration_seconds", "Predictor call time", ["model"],
                                    buckets=LATENCY_BUCKETS, registry=r)
-        self.active = 0  # requests in progress in this process (the gauge may be summed over workers)
-        self._lock = threading.Lock()
+        self.stages = Histogram("serve_stage_duration_seconds", "Time per stage of a request (receive, queue, decode, "
+                                "preprocess, infer, encode: docs/SERVING.md)", ["route", "stage"],
+                                buckets=LATENCY_BUCKETS, registry=r)
         self.state = Gauge("serve_model_state", "Model load state: 0 loading, 1 ready, -1 refused",
                            ["model", "version"], registry=r, multiprocess_mode="livemin")
         # Under gunicorn each worker chooses for itself; "livemax": 1 for a backend any live worker chose.
         self.backend = Gauge("serve_model_backend", "1 for the backend serving the model, 0 for the other "
                              "candidates that loaded and matched Paddle Inference", ["model", "version", "backend"],
                              registry=r, multiprocess_mode="livemax")
-
-    def track(self, delta: int) -> None:
-        """Count a request in (+1) or out (-1)."""
-        with self._lock:
-            self.active += delta
-        self.in_flight.inc(delta)
 
     def model_state(self, name: str, version: str, state: str) -> None:
         self.state.labels(name, version).set(STATE_VALUE[state])
@@ -83,26 +80,56 @@ def init_app(app: Flask, metrics: Metrics) -> None:
     app.extensions["metrics"] = metrics
 
     @app.before_request
-    def start_timer():
-        g.started = time.perf_counter()
-        metrics.track(+1)
-        g.in_flight = True
+    def count_in():
+        metrics.in_flight.inc()
+        g.counted_in = True
 
     @app.teardown_request
-    def record(_exc=None):
+    def count_out(_exc=None):
         # teardown runs even when a handler failed, so in-flight always comes back down.
-        if g.pop("in_flight", False):
-            metrics.track(-1)
+        if g.pop("counted_in", False):
+            metrics.in_flight.dec()
 
     @app.after_request
-    def count(response):
+    def record(response):
         route = request.url_rule.rule if request.url_rule else "(unmatched)"  # templates: bounded labels
         metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        if "started" in g:
-            metrics.latency.labels(route).observe(time.perf_counter() - g.started)
+        stages = g.get("stages")
+        if stages is not None:
+            metrics.latency.labels(route).observe(stages.elapsed())
+            for name, seconds in stages.seconds.items():
+                metrics.stages.labels(route, name).observe(seconds)
+        if "model_run" in g:
+            model, rows = g.model_run
+            metrics.inference.labels(model).observe(stages.seconds.get("infer", 0.0))
+            if not current_app.config["SERVE"]["DYNAMIC_BATCHING"]:  # the batcher reports its own
+                metrics.batch_size.labels(model).observe(rows)
         return response
 
     app.register_blueprint(bp)
+
+
+_DB_FILE = re.compile(r".*_(\d+)\.db")
+
+
+def forget_dead_processes() -> None:
+    """Drop the live gauges (in-flight requests, model state) of workers that died, whose files stay behind.
+
+    Called by each worker as it starts, so a worker that replaced a crashed one does not add the
+    crashed one's last in-flight count to every scrape. Counters of dead workers are kept: their
+    requests did happen.
+    """
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    pids = {int(m.group(1)) for f in Path(folder).glob("*.db") if (m := _DB_FILE.fullmatch(f.name))}
+    for pid in pids:
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, folder)
+        except PermissionError:  # exists, and belongs to someone else
+            pass
 
 
 @bp.get("/metrics")

@@ -13,6 +13,7 @@ import numpy as np
 from common import housing
 from common.bundle import Bundle, BundleError
 from common.digit_image import DigitPreprocessor, ImageError
+from common.image_decode import Header, peak_bytes
 
 
 class DigitPipeline:
@@ -38,15 +39,22 @@ class DigitPipeline:
         self.labels = [str(label) for label in post["label_list"]]
         self.topk = max(1, min(int(post.get("topk", 1)), len(self.labels)))
 
-    def inputs(self, image: bytes, max_pixels: int) -> np.ndarray:
-        """One image -> float32 (1, 1, 28, 28); ``ImageError`` (a message for the client) if unusable."""
-        return self.preview_and_inputs(image, max_pixels)[1]
+    def header(self, data: bytes) -> Header:
+        """An uploaded file's header, read without decoding; ``ImageError`` (a message for the client) if unusable."""
+        return self.preprocessor.header(data)
 
-    def preview_and_inputs(self, image: bytes, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-        """(the uint8 28x28 the model sees, its float32 (1, 1, 28, 28) input)."""
-        pre = self.preprocessor
-        gray = pre.to_mnist(pre.decode(image, max_pixels))
-        return gray, pre.normalize(gray)
+    def peak_bytes(self, header: Header) -> int:
+        """Memory decoding and preprocessing that file take at their peak (what the decode budget reserves)."""
+        return peak_bytes(header, self.preprocessor.min_side)
+
+    def decode(self, data: bytes, max_pixels: int, header: Header) -> np.ndarray:
+        """The file's pixels, under the bundle's limits and ``max_pixels``; ``ImageError`` if unusable."""
+        return self.preprocessor.decode(data, max_pixels, header)
+
+    def model_input(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the uint8 28x28 the model sees, its float32 (1, 1, 28, 28) input); ``ImageError`` if there is no digit."""
+        gray = self.preprocessor.to_mnist(image)
+        return gray, self.preprocessor.normalize(gray)
 
     def answer(self, probabilities: np.ndarray) -> dict:
         """The label, its probability, the top-k and every probability, for one image."""

@@ -104,8 +104,8 @@ def current() -> "Registry":
 class Registry:
     """All models, their load state, and lookups that turn absence into 404 and loading into 503."""
 
-    def __init__(self, settings: dict, metrics=None):
-        self.settings, self.metrics = settings, metrics
+    def __init__(self, settings: dict, metrics=None, busy=None):
+        self.settings, self.metrics, self.busy = settings, metrics, busy
         self.models = discover(Path(settings["MODELS"]))
         self.done = threading.Event()
         for mv in self.all_versions():
@@ -154,7 +154,7 @@ class Registry:
             if self.settings["DYNAMIC_BATCHING"]:
                 mv.runner = DynamicBatcher(backend, max_batch, self.settings["MAX_DELAY_MS"],
                                            self.settings["POOL_TIMEOUT_S"], self._batch_observer(mv),
-                                           busy=(lambda: self.metrics.active) if self.metrics else None)
+                                           busy=self.busy)
         except Exception as exc:  # noqa: BLE001  any failure (bad bundle, Paddle error) refuses this model only
             self._refuse(mv, exc)
             return

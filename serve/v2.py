@@ -18,31 +18,32 @@ Errors on these routes have the spec's shape, ``{"error": "<message>"}`` (errors
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import struct
 
 import numpy as np
+import orjson
 from flask import Blueprint, Response, jsonify, request
 
 from common.bundle import DTYPES
+from common.version import toolkit_version
 
-from . import registry
+from . import inference, registry
 from .config import current as settings
 from .errors import ApiError
-from .pipelines import ImageError
-from .predict import check_finite_output, finite_float32, json_body, run_model
+from .fields import base64_bytes, flag, integers, json_body, mapping, objects, parse_json, string
+from .fields import finite_float32, header_length
+from .timing import stage
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_NAME = "paddle-toolkit-serve"
-SERVER_VERSION = "0.2.0"
+SERVER_VERSION = toolkit_version()
 EXTENSIONS = ["binary_tensor_data"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 IMAGE_SUFFIX = "-image"
 V2_TO_NUMPY = {v2: np.dtype(name) for name, v2 in DTYPES.items()}
+V2_NAMES = {dtype: v2 for v2, dtype in V2_TO_NUMPY.items()}
 REQUEST_PARAMETERS = {"binary_data_output"}
 INPUT_PARAMETERS = {"binary_data_size"}
 OUTPUT_PARAMETERS = {"binary_data"}
@@ -134,30 +135,29 @@ def model_stats(name: str, version: str | None = None):
 # ---- inference: reading the request ------------------------------------------------------------------
 
 
-def request_parts() -> tuple[dict, bytes]:
-    """(the JSON header, the binary tail): binary extension when Inference-Header-Content-Length is set."""
-    length = request.headers.get(HEADER_LENGTH)
-    if length is None:
-        if request.mimetype not in ("", "application/json"):
-            raise ApiError(415, "unsupported_media_type", f"expected a JSON body (or the binary tensor extension "
-                           f"with {HEADER_LENGTH}), got Content-Type {request.mimetype!r}")
-        return json_body(allow_missing_type=True), b""
-    data = request.get_data(cache=True)
-    if not length.isdigit() or int(length) > len(data):
-        raise ApiError(400, "invalid_request", f"{HEADER_LENGTH} {length!r} is not a length within the "
-                       f"{len(data)}-byte body")
-    try:
-        header = json.loads(data[:int(length)])
-    except (ValueError, RecursionError):
-        raise ApiError(400, "invalid_json", f"the first {length} bytes of the body are not a JSON object") from None
-    return header, data[int(length):]
+def request_parts() -> tuple[dict, memoryview]:
+    """(the JSON header, the binary tail): binary extension when Inference-Header-Content-Length is set.
+
+    The tail is a view of the body, not a copy: binary tensors are read from it in place.
+    """
+    with stage("decode"):
+        if HEADER_LENGTH not in request.headers:
+            if request.mimetype not in ("", "application/json"):
+                raise ApiError(415, "unsupported_media_type", f"expected a JSON body (or the binary tensor extension "
+                               f"with {HEADER_LENGTH}), got Content-Type {request.mimetype!r}")
+            header, tail = json_body(allow_missing_type=True), memoryview(b"")
+        else:
+            data = request.get_data(cache=True)
+            length = header_length(HEADER_LENGTH, len(data))
+            header = parse_json(data[:length], f"the first {length} bytes of the body (the JSON header)")
+            tail = memoryview(data)[length:]
+    return mapping(header, "the request body", _bad), tail
 
 
 def _check_parameters(params, allowed: set, where: str) -> dict:
     if params is None:
         return {}
-    if not isinstance(params, dict):
-        raise _bad(f"{where} 'parameters' must be an object")
+    mapping(params, f"{where} 'parameters'", _bad)
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise _bad(f"{where} parameter {unknown[0]!r} is not supported by this server "
@@ -167,8 +167,7 @@ def _check_parameters(params, allowed: set, where: str) -> dict:
 
 def _shape(value, expected: list, name: str) -> list[int]:
     """The request's shape, checked against the declared one (-1 matches any size)."""
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
-        raise _bad(f"input {name!r}: 'shape' must be a list of integers, got {value!r}")
+    integers(value, f"input {name!r}: 'shape'", _bad)
     if len(value) != len(expected) or any(e != -1 and d != e for d, e in zip(value, expected)):
         raise _bad(f"input {name!r}: shape {value} does not match the model's {expected} (-1: any size)")
     if any(d < 1 for d in value):
@@ -196,7 +195,7 @@ def _json_numbers(item: dict, shape: list[int], dtype: np.dtype, name: str) -> n
     return cast.reshape(shape)
 
 
-def _bytes_elements(raw: bytes, count: int, name: str) -> list[bytes]:
+def _bytes_elements(raw: memoryview, count: int, name: str) -> list[bytes]:
     """BYTES tensor data in binary form: each element a 4-byte little-endian length, then the bytes."""
     out, pos = [], 0
     for _ in range(count):
@@ -206,7 +205,7 @@ def _bytes_elements(raw: bytes, count: int, name: str) -> list[bytes]:
         pos += 4
         if pos + size > len(raw):
             raise _bad(f"input {name!r}: binary BYTES element claims {size} bytes past the end")
-        out.append(raw[pos:pos + size])
+        out.append(bytes(raw[pos:pos + size]))
         pos += size
     if pos != len(raw):
         raise _bad(f"input {name!r}: binary_data_size holds {len(raw) - pos} bytes beyond its {count} elements")
@@ -216,55 +215,53 @@ def _bytes_elements(raw: bytes, count: int, name: str) -> list[bytes]:
 def _json_bytes(item: dict, count: int, name: str) -> list[bytes]:
     """BYTES in JSON: strings; for images, base64 (a data: URL prefix is allowed)."""
     data = item.get("data")
-    flat = list(np.asarray(data, dtype=object).ravel()) if isinstance(data, list) else None
+    flat = _flatten(data) if isinstance(data, list) else None
     if flat is None or len(flat) != count or not all(isinstance(s, str) for s in flat):
         raise _bad(f"input {name!r}: BYTES 'data' must list {count} base64 strings")
-    try:
-        return [base64.b64decode(s.split(",", 1)[1] if s.startswith("data:") else s, validate=True) for s in flat]
-    except (binascii.Error, ValueError):
-        raise _bad(f"input {name!r}: BYTES 'data' must be base64 strings when sent as JSON") from None
+    return [base64_bytes(s, f"input {name!r}: BYTES 'data'[{i}]", _bad) for i, s in enumerate(flat)]
 
 
-def read_inputs(header: dict, tail: bytes, declared: list[dict]) -> list:
+def _flatten(data: list, depth: int = 0) -> list:
+    """A nested list of BYTES elements, flattened in row-major order."""
+    if depth > 32:
+        raise _bad("BYTES 'data' nests lists more than 32 deep")
+    out = []
+    for v in data:
+        out.extend(_flatten(v, depth + 1) if isinstance(v, list) else (v,))
+    return out
+
+
+def read_inputs(header: dict, tail: memoryview, declared: list[dict]) -> list:
     """The request's input tensors in the declared order: arrays, or lists of bytes for BYTES inputs."""
-    items = header.get("inputs")
-    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
-        raise _bad("'inputs' must be a non-empty list of tensor objects")
-    by_name = {i.get("name"): i for i in items}
+    items = objects(header.get("inputs"), "'inputs'", _bad)
+    names = [string(i.get("name"), f"inputs[{n}].name", _bad) for n, i in enumerate(items)]
+    by_name = dict(zip(names, items))
     unknown = [n for n in by_name if n not in {d["name"] for d in declared}]
     missing = [d["name"] for d in declared if d["name"] not in by_name]
     if unknown or missing or len(by_name) != len(items):
         raise _bad(f"the model's inputs are {[d['name'] for d in declared]}; the request "
                    + (f"has unknown input(s) {unknown}" if unknown else f"lacks {missing}" if missing else "repeats one"))
     offsets, pos = {}, 0  # binary data follows the header in the order the inputs are listed
-    for item in items:
-        size = _check_parameters(item.get("parameters"), INPUT_PARAMETERS, f"input {item.get('name')!r}").get(
-            "binary_data_size")
+    for name, item in zip(names, items):
+        size = _check_parameters(item.get("parameters"), INPUT_PARAMETERS, f"input {name!r}").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or pos + size > len(tail):
-                raise _bad(f"input {item['name']!r}: binary_data_size {size!r} does not fit the {len(tail)} bytes sent")
-            offsets[item["name"]], pos = (pos, pos + size), pos + size
+                raise _bad(f"input {name!r}: binary_data_size {size!r} does not fit the {len(tail)} bytes sent")
+            offsets[name], pos = (pos, pos + size), pos + size
     if pos != len(tail):
         raise _bad(f"the body carries {len(tail) - pos} bytes that no input's binary_data_size accounts for")
     tensors, rows = [], None
     for spec in declared:
         item, name = by_name[spec["name"]], spec["name"]
         if item.get("datatype") != spec["datatype"]:
-            raise _bad(f"input {name!r}: datatype {item.get('datatype')!r}; the model takes {spec['datatype']}")
+            raise _bad(f"input {name!r}: datatype {str(item.get('datatype'))[:40]!r}; the model takes {spec['datatype']}")
         shape = _shape(item.get("shape"), spec["shape"], name)
         count = math.prod(shape)
         if spec["datatype"] == "BYTES":
             value = _bytes_elements(tail[slice(*offsets[name])], count, name) if name in offsets \
                 else _json_bytes(item, count, name)
         elif name in offsets:
-            dtype = V2_TO_NUMPY[spec["datatype"]]
-            raw = tail[slice(*offsets[name])]
-            if len(raw) != count * dtype.itemsize:
-                raise _bad(f"input {name!r}: {len(raw)} bytes of binary data; shape {shape} of "
-                           f"{spec['datatype']} needs {count * dtype.itemsize}")
-            value = np.frombuffer(raw, dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-            if dtype.kind == "f":
-                value = finite_float32(value, "invalid_tensor", f"input {name!r}").astype(dtype)
+            value = _binary_numbers(tail[slice(*offsets[name])], shape, V2_TO_NUMPY[spec["datatype"]], name)
         else:
             value = _json_numbers(item, shape, V2_TO_NUMPY[spec["datatype"]], name)
         if rows is not None and shape[0] != rows:
@@ -274,22 +271,32 @@ def read_inputs(header: dict, tail: bytes, declared: list[dict]) -> list:
     return tensors
 
 
+def _binary_numbers(raw: memoryview, shape: list[int], dtype: np.dtype, name: str) -> np.ndarray:
+    """A tensor in the binary extension's form: little-endian values, read in place (no copy on this machine)."""
+    if len(raw) != math.prod(shape) * dtype.itemsize:
+        raise _bad(f"input {name!r}: {len(raw)} bytes of binary data; shape {shape} of {V2_NAMES[dtype]} "
+                   f"needs {math.prod(shape) * dtype.itemsize}")
+    value = np.frombuffer(raw, dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+    if dtype.kind == "f":
+        return finite_float32(value, "invalid_tensor", f"input {name!r}").astype(dtype, copy=False)
+    return value
+
+
 def requested_outputs(header: dict, declared: list[dict]) -> list[tuple[dict, bool]]:
     """(output spec, as binary?) for each output to return: those asked for, else all."""
     params = _check_parameters(header.get("parameters"), REQUEST_PARAMETERS, "request")
-    binary_all = bool(params.get("binary_data_output", False))
+    binary_all = flag(params.get("binary_data_output", False), "parameters.binary_data_output", _bad)
     asked = header.get("outputs")
-    if asked in (None, []):
+    if asked is None or asked == []:
         return [(d, binary_all) for d in declared]
-    if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
-        raise _bad("'outputs' must be a list of objects with a 'name'")
     by_name = {d["name"]: d for d in declared}
     chosen = []
-    for o in asked:
-        if o.get("name") not in by_name:
-            raise _bad(f"unknown output {o.get('name')!r}; the model's outputs are {list(by_name)}")
-        p = _check_parameters(o.get("parameters"), OUTPUT_PARAMETERS, f"output {o['name']!r}")
-        chosen.append((by_name[o["name"]], bool(p.get("binary_data", binary_all))))
+    for i, o in enumerate(objects(asked, "'outputs'", _bad)):
+        name = string(o.get("name"), f"outputs[{i}].name", _bad)
+        if name not in by_name:
+            raise _bad(f"unknown output {name[:80]!r}; the model's outputs are {list(by_name)}")
+        p = _check_parameters(o.get("parameters"), OUTPUT_PARAMETERS, f"output {name!r}")
+        chosen.append((by_name[name], flag(p.get("binary_data", binary_all), f"output {name!r} binary_data", _bad)))
     return chosen
 
 
@@ -298,30 +305,29 @@ def requested_outputs(header: dict, declared: list[dict]) -> list[tuple[dict, bo
 
 def run_images(mv, images: list[bytes]) -> dict:
     """The NAME-image entry: the bundle's preprocessing on each encoded image, then the model."""
-    batch = []
-    for i, data in enumerate(images):
-        try:
-            batch.append(mv.pipeline.inputs(data, settings()["MAX_PIXELS"]))
-        except ImageError as exc:
-            raise ApiError(400, "invalid_image", f"image {i}: {exc}") from None
-    (probabilities,), _ = run_model(mv, [np.concatenate(batch)])
+    batch, _ = inference.digit_inputs(mv, images)
+    (probabilities,) = inference.run(mv, [batch])
     labels = np.array([mv.pipeline.labels[int(i)].encode() for i in probabilities.argmax(-1)], dtype=object)
     return {mv.bundle.outputs[0]["name"]: probabilities, "label": labels}
 
 
 def encode_output(spec: dict, value: np.ndarray, binary: bool) -> tuple[dict, bytes]:
-    """One output tensor as (its JSON entry, its binary bytes or b"")."""
+    """One output tensor as (its JSON entry, its binary bytes or b"").
+
+    JSON ``data`` stays a numpy array: orjson writes it (a float32 value as the shortest text that
+    reads back as the same float32).
+    """
     entry = {"name": spec["name"], "datatype": spec["datatype"], "shape": list(value.shape)}
     if spec["datatype"] == "BYTES":
         if binary:
             raw = b"".join(struct.pack("<I", len(v)) + v for v in value.ravel())
             return {**entry, "parameters": {"binary_data_size": len(raw)}}, raw
         return {**entry, "data": [v.decode("utf-8", "replace") for v in value.ravel()]}, b""
-    value = np.ascontiguousarray(value, dtype=V2_TO_NUMPY[spec["datatype"]])
+    value = np.ascontiguousarray(value, dtype=V2_TO_NUMPY[spec["datatype"]].newbyteorder("<"))
     if binary:
-        raw = value.astype(value.dtype.newbyteorder("<")).tobytes()
+        raw = value.tobytes()
         return {**entry, "parameters": {"binary_data_size": len(raw)}}, raw
-    return {**entry, "data": value.ravel().tolist()}, b""
+    return {**entry, "data": value.ravel()}, b""
 
 
 @bp.post("/models/<name>/infer")
@@ -329,33 +335,29 @@ def encode_output(spec: dict, value: np.ndarray, binary: bool) -> tuple[dict, by
 def infer(name: str, version: str | None = None):
     """Run the model on the request's input tensors; answer its output tensors (JSON or binary)."""
     header, tail = request_parts()
-    if not isinstance(header, dict):
-        raise _bad("the request body must be a JSON object with 'inputs'")
     mv, image = lookup(name, version, need_ready=True)
-    if "id" in header and not isinstance(header["id"], str):
-        raise _bad("'id' must be a string")
+    if "id" in header:
+        string(header["id"], "'id'", _bad)
     declared_inputs, declared_outputs = signature(mv, image)
-    wanted = requested_outputs(header, declared_outputs)
-    inputs = read_inputs(header, tail, declared_inputs)
+    with stage("decode"):
+        wanted = requested_outputs(header, declared_outputs)
+        inputs = read_inputs(header, tail, declared_inputs)
     if image:
         values = run_images(mv, inputs[0])
     else:
-        outputs, _ = run_model(mv, inputs)
-        values = {spec["name"]: out for spec, out in zip(declared_outputs, outputs)}
-    answer = {"model_name": name, "model_version": mv.version}
-    if "id" in header:
-        answer["id"] = header["id"]
-    entries, blobs = [], []
-    for spec, binary in wanted:
-        value = values[spec["name"]]
-        if value.dtype != object:
-            check_finite_output(mv, value)
-        entry, raw = encode_output(spec, value, binary)
-        entries.append(entry)
-        blobs.append(raw)
-    answer["outputs"] = entries
-    if not any(blobs):
-        return jsonify(answer)
-    head = json.dumps(answer).encode()
-    return Response(head + b"".join(blobs), mimetype="application/octet-stream",
-                    headers={HEADER_LENGTH: str(len(head))})
+        values = {spec["name"]: out for spec, out in zip(declared_outputs, inference.run(mv, inputs))}
+    with stage("encode"):
+        answer = {"model_name": name, "model_version": mv.version}
+        if "id" in header:
+            answer["id"] = header["id"]
+        entries, blobs = [], []
+        for spec, binary in wanted:
+            entry, raw = encode_output(spec, values[spec["name"]], binary)
+            entries.append(entry)
+            blobs.append(raw)
+        answer["outputs"] = entries
+        if not any(blobs):
+            return jsonify(answer)
+        head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        return Response(head + b"".join(blobs), mimetype="application/octet-stream",
+                        headers={HEADER_LENGTH: str(len(head))})
