@@ -34,12 +34,12 @@ def check(settings: dict, dev: bool) -> None:
     """What would stop every worker, found before any starts: ``ValueError`` with the reason."""
     from .registry import discover
 
-    discover(Path(settings["MODELS"]))
     if not dev and settings["DYNAMIC_BATCHING"] and settings["REQUEST_THREADS"] < 2:
         raise ValueError("--dynamic-batching combines requests that run at once: give it --request-threads 2 or "
                          "more (each worker otherwise runs one request at a time)")
     if ":" not in settings["BIND"] or not settings["BIND"].rpartition(":")[2].isdigit():
         raise ValueError(f"--bind must be ADDRESS:PORT, got {settings['BIND']!r}")
+    discover(Path(settings["MODELS"]))
 
 
 def _development(settings: dict, host: str, port: int) -> int:

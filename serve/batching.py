@@ -21,7 +21,9 @@ from .errors import ApiError
 
 
 class InFlight:
-    """Requests this process is handling now (the batcher's ``busy``): counted by the app's request hooks."""
+    """Requests this process is handling now (the batcher's ``busy``): counted by the production front
+    (serve/front.py) around each request it runs. Under another server nothing counts them and the
+    batcher waits its full delay for company."""
 
     def __init__(self):
         self.count = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+import secrets
 
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -35,12 +35,12 @@ class ApiError(Exception):
 
 def request_id() -> str:
     """This request's id (assigned in ``before_request``; a fresh one outside a request)."""
-    return g.get("request_id") or uuid.uuid4().hex
+    return g.get("request_id") or secrets.token_hex(16)
 
 
 def pick_request_id(incoming: str | None) -> str:
     """The client's X-Request-ID if it is short and plain, else a fresh one."""
-    return incoming if incoming and _SANE_ID.fullmatch(incoming) else uuid.uuid4().hex
+    return incoming if incoming and _SANE_ID.fullmatch(incoming) else secrets.token_hex(16)
 
 
 V2_PREFIX = "/v2"

@@ -38,6 +38,7 @@ DISPATCHED = "serve.dispatched"  # perf_counter when the request was handed to i
 DEADLINE = "serve.deadline"  # perf_counter by which the answer is due (REQUEST_TIMEOUT_S after the body)
 
 _MAX_LENGTH_DIGITS = 19  # a Content-Length longer than this is no length any limit allows
+WHOLE_BODY = 64 * 1024  # bodies up to this size (with a Content-Length) are received in one piece
 _CUT = ("the request body is malformed or was cut short (a bad chunk size, fewer bytes than its Content-Length, "
         "or trailers after a chunked body, which this server does not take)")
 
@@ -71,8 +72,8 @@ class Refusal(Exception):
 class Front:
     """The RSGI application granian runs in each worker: bodies in under the limits, Flask run on whole requests."""
 
-    def __init__(self, wsgi_app, settings: dict):
-        self.app = wsgi_app
+    def __init__(self, wsgi_app, settings: dict, in_flight=None):
+        self.app, self.in_flight = wsgi_app, in_flight
         self.limits = Limits.from_settings(settings)
         self.bodies = Budget(self.limits.body_budget)
         host, _, port = settings["BIND"].rpartition(":")
@@ -93,12 +94,18 @@ class Front:
             body, reserved = await self._receive(proto, length)
             complete = time.perf_counter()
             environ = self._environ(scope, body, arrived, complete)
-            if self.pool is None:
-                status, out_headers, payload = self._run(environ)
-            else:
-                environ[DISPATCHED] = time.perf_counter()
-                status, out_headers, payload = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, self._run, environ)
+            if self.in_flight:
+                self.in_flight.add(1)
+            try:
+                if self.pool is None:
+                    status, out_headers, payload = self._run(environ)
+                else:
+                    environ[DISPATCHED] = time.perf_counter()
+                    status, out_headers, payload = await asyncio.get_running_loop().run_in_executor(
+                        self.pool, self._run, environ)
+            finally:
+                if self.in_flight:
+                    self.in_flight.add(-1)
         except Refusal as refusal:
             status, out_headers, payload = self._refusal(scope, refusal)
         finally:
@@ -116,6 +123,8 @@ class Front:
         """
         if length == 0:
             return b"", 0
+        if length is not None and length <= WHOLE_BODY:
+            return await self._receive_whole(proto, length), length
         limits, loop = self.limits, asyncio.get_running_loop()
         started, chunks, received, ends = loop.time(), [], 0, 0
         try:
@@ -152,6 +161,28 @@ class Front:
             self.bodies.give(received)
             raise Refusal(400, "bad_request", _CUT)
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), received
+
+    async def _receive_whole(self, proto, length: int) -> bytes:
+        """A small body with a Content-Length, in one piece (one wake-up of the event loop instead of one per
+        chunk): reserved from the budget as declared, due within the grace plus its size at the minimum rate."""
+        if not self.bodies.take(length):
+            raise _busy("request bodies")
+        limits = self.limits
+        try:
+            async with asyncio.timeout(limits.body_grace_s + length / limits.min_body_rate):
+                body = await proto()
+        except BaseException as exc:
+            self.bodies.give(length)
+            if isinstance(exc, TimeoutError):
+                raise Refusal(408, "request_timeout", f"the body did not arrive in time (after {limits.body_grace_s:g} "
+                              f"s it must keep an average of {limits.min_body_rate / 1024:g} kB/s)") from None
+            if isinstance(exc, Exception):  # granian's RSGIProtocolClosed: a closed connection
+                raise Refusal(400, "bad_request", _CUT) from None
+            raise
+        if len(body) != length:
+            self.bodies.give(length)
+            raise Refusal(400, "bad_request", _CUT)
+        return body
 
     def _environ(self, scope, body: bytes, arrived: float, complete: float) -> dict:
         """The WSGI environ of a complete request (PEP 3333); nothing in it comes from headers but HTTP_*."""

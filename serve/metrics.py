@@ -90,20 +90,33 @@ def init_app(app: Flask, metrics: Metrics) -> None:
         if g.pop("counted_in", False):
             metrics.in_flight.dec()
 
+    children: dict = {}  # labelled series already looked up (prometheus-client's labels() locks and validates)
+
+    def child(metric, *labels):
+        key = (metric, labels)
+        found = children.get(key)
+        if found is None:
+            found = children[key] = metric.labels(*labels)
+        return found
+
+    batcher_reports = app.config["SERVE"]["DYNAMIC_BATCHING"]  # the batcher observes its own batch sizes
+
     @app.after_request
     def record(response):
-        route = request.url_rule.rule if request.url_rule else "(unmatched)"  # templates: bounded labels
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        stages = g.get("stages")
+        req, ctx = request._get_current_object(), g._get_current_object()
+        route = req.url_rule.rule if req.url_rule else "(unmatched)"  # templates: bounded labels
+        child(metrics.requests, route, req.method, str(response.status_code)).inc()
+        stages = getattr(ctx, "stages", None)
         if stages is not None:
-            metrics.latency.labels(route).observe(stages.elapsed())
+            child(metrics.latency, route).observe(stages.elapsed())
             for name, seconds in stages.seconds.items():
-                metrics.stages.labels(route, name).observe(seconds)
-        if "model_run" in g:
-            model, rows = g.model_run
-            metrics.inference.labels(model).observe(stages.seconds.get("infer", 0.0))
-            if not current_app.config["SERVE"]["DYNAMIC_BATCHING"]:  # the batcher reports its own
-                metrics.batch_size.labels(model).observe(rows)
+                child(metrics.stages, route, name).observe(seconds)
+        model_run = getattr(ctx, "model_run", None)
+        if model_run is not None:
+            model, rows = model_run
+            child(metrics.inference, model).observe(stages.seconds.get("infer", 0.0))
+            if not batcher_reports:
+                child(metrics.batch_size, model).observe(rows)
         return response
 
     app.register_blueprint(bp)

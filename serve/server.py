@@ -53,7 +53,7 @@ def worker_app():
     metrics.forget_dead_processes()
     app = create_app(settings)
     app.extensions["registry"].done.wait()
-    return Front(app.wsgi_app, settings)
+    return Front(app.wsgi_app, settings, app.extensions["in_flight"])
 
 
 def prepare_metrics_dir() -> Path:
