@@ -1,4 +1,4 @@
-"""The course runner (bench/course_experiments.py) on a tiny budget, and docs/COURSE.md's commands run
+"""The course runner (experiments/course.py) on a tiny budget, and docs/COURSE.md's commands run
 against the real command lines, so the guide cannot drift from the code."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import course_experiments as course
+from experiments import course
 from train.cli import main as train_main
 from train.config import config_from_args, resolve
 
@@ -23,7 +23,7 @@ HOUSING_BUDGET = ["--epochs", "3", "--no-progress"]
 
 def runner(tmp_path: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     """Run the course runner into ``tmp_path`` (never docs/) on a tiny budget."""
-    argv = [sys.executable, "bench/course_experiments.py", "--only", "baseline,sgd", "--no-housing",
+    argv = [sys.executable, "-m", "experiments.course", "--only", "baseline,sgd", "--no-housing",
             "--train-subset", "300", "--epochs", "1", "--val-size", "100",
             "--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "RESULTS.md"),
             "--figure", str(tmp_path / "fig" / "val_acc.png"), "--data-dir", str(data_dir), *extra]
