@@ -229,9 +229,15 @@ def stop_reason(cfg: TrainConfig, p: Progress, stopped: bool) -> str | None:
 
 
 def weights_digest(net) -> str:
-    """Short sha256 of the trainable parameters: equal digests mean equal weights, bit for bit."""
+    """Short sha256 of the trainable parameters: equal digests mean equal weights, bit for bit.
+
+    Paddle lists batch norm's running mean and variance among the parameters too (not trainable);
+    they are left out: each data-parallel rank keeps its own.
+    """
     h = hashlib.sha256()
     for name, param in sorted(net.named_parameters()):
+        if not param.trainable:
+            continue
         h.update(name.encode())
         h.update(np.ascontiguousarray(param.numpy()).tobytes())
     return h.hexdigest()[:16]
