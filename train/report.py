@@ -44,7 +44,8 @@ def plot_curves(path: Path, history: list[dict], chart: dict) -> None:
                 ax.plot(*zip(*pts), "--" if key == "val_loss" else "-", marker=marker, label=key)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:  # nothing evaluated yet (--eval-every): no legend to draw
+            ax.legend()
     ax_loss.set_title(chart["loss_title"])
     ax_metric.set_title(chart["metric_title"])
     if chart["log_loss"]:
