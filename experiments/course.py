@@ -483,6 +483,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--train-subset", type=int, default=0, help="train on the first N images")
     g.add_argument("--max-steps", type=int, default=0, help="stop each run after N steps")
     g.add_argument("--val-size", type=int, help="validation images (default 5000)")
+    g.add_argument("--procs", help="data-parallel processes of each run (default: the command's own, auto)")
     args = p.parse_args(argv)
     if args.only:
         unknown = set(args.only.split(",")) - set(names)
@@ -494,7 +495,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def budget_flags(args) -> dict:
     """The budget options as flags that override every MNIST variant's own."""
     values = (("--epochs", args.epochs), ("--train-subset", args.train_subset),
-              ("--max-steps", args.max_steps), ("--val-size", args.val_size))
+              ("--max-steps", args.max_steps), ("--val-size", args.val_size), ("--procs", args.procs))
     return {flag: str(value) for flag, value in values if value}
 
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -44,6 +45,46 @@ def run_module(*args: str, timeout: float = 300, check: bool = True, env: dict |
     if check and proc.returncode != 0:
         raise AssertionError(f"python -m {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+# A small run of the default CNN (batch norm, dropout and the default augmentation: every RNG and
+# running statistic must come back on resume), on a real subset: 25 steps an epoch, 2 epochs,
+# evaluated at the end, a checkpoint every 4 steps. tests/test_resume.py kills and resumes it.
+RESUME_RUN = ["mnist", "--model", "cnn", "--train-subset", "1600", "--batch-size", "64", "--epochs", "2",
+              "--val-size", "500", "--eval-every", "2", "--save-every-steps", "4", "--lr", "0.002", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def two_process_run(data_dir, tmp_path_factory) -> SimpleNamespace:
+    """``RESUME_RUN`` on two CPU processes over gloo, started with the README's launcher command.
+
+    tests/test_distributed.py checks the run itself; tests/test_resume.py compares a killed and
+    resumed ``--procs 2`` run with it. ``out``: the run folder; ``worker_logs``: each worker's log by name.
+    """
+    base = tmp_path_factory.mktemp("two-processes")
+    out, logs = base / "run", base / "logs"
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(logs),
+           "train/__main__.py", *RESUME_RUN, "--device", "cpu", "--data-dir", str(data_dir), "--output", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    worker_logs = {p.name: p.read_text() for p in logs.glob("workerlog.*")}
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], worker_logs)
+    return SimpleNamespace(out=out, worker_logs=worker_logs)
+
+
+@pytest.fixture
+def train_cli(capsys):
+    """``python -m train ARGS`` in this process (no interpreter and Paddle start-up per call):
+    ``train_cli(*args) -> (exit status, stdout, stderr)``, argparse's exits included."""
+    from train.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            status = main(list(args))
+        except SystemExit as exc:
+            status = exc.code
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,7 @@ def test_this_environment_is_the_lock():
     assert not differ, f"locked vs installed: {differ}"
 
 
+@pytest.mark.e2e
 def test_the_package_is_installed_with_its_entry_points():
     """``pip install -e .`` made the metadata (the version the server reports) and one command per stage."""
     assert md.version(project()["name"]) == project()["version"]
