@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ def child(bundle_dir: str, calls: int) -> None:
         if profiled:
             config.enable_profile()
         runner = PredictorRunner(inference.create_predictor(config))
-        seconds = interleaved({"run": timed(lambda: runner.run(x))}, calls, warmup=0 if profiled else WARMUP)["run"]
+        seconds = interleaved({"run": timed(partial(runner.run, x))}, calls, warmup=0 if profiled else WARMUP)["run"]
         walls["profiled" if profiled else "plain"] = float(np.mean(seconds)) * 1e3
         if profiled:
             print("WALL_JSON " + json.dumps(walls), flush=True)
