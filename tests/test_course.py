@@ -2,7 +2,6 @@
 against the real command lines, so the guide cannot drift from the code."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shlex
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from common import datasets, tasks
 from experiments import course
 from train.cli import main as train_main
 from train.config import config_from_args, resolve
@@ -172,18 +170,6 @@ def test_guide_sweep_commands_are_the_runners():
         assert flags_of(shlex.split(command)) == flags_of(expected), command
         checked += 1
     assert checked >= 5
-
-
-@pytest.fixture
-def thousand_test_digits(monkeypatch):
-    """MNIST runs evaluate the first 1,000 of the 10,000 official test images: the guide's commands
-    are under test here, not the accuracy they reach (that is tests/test_train.py's)."""
-    task = tasks.TASKS["mnist"]
-
-    def load_splits(*args, **kwargs) -> datasets.Splits:
-        splits = task.load_splits(*args, **kwargs)
-        return dataclasses.replace(splits, test=datasets.Arrays(splits.test.x[:1000], splits.test.y[:1000]))
-    monkeypatch.setitem(tasks.TASKS, "mnist", dataclasses.replace(task, load_splits=load_splits))
 
 
 def test_guide_train_commands_run(tmp_path, data_dir, thousand_test_digits):

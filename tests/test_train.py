@@ -52,7 +52,7 @@ def test_per_model_defaults_and_generated_help():
     assert "(default: 0.0; housing mlp: 0.1)" in text
 
 
-def test_mnist_short_run_learns(data_dir, tmp_path, train_cli):
+def test_mnist_short_run_learns(data_dir, tmp_path, train_cli, thousand_test_digits):
     # 4000 real training images, 2 epochs of the course CNN (its settings: a constant learning rate),
     # evaluated once at the end: well above chance (10%). The command line's code, VisualDL on.
     status, stdout, _ = train_cli("mnist", "--model", "course_cnn", "--train-subset", "4000", "--epochs", "2",
