@@ -4,10 +4,12 @@
 #   docker build --build-arg VARIANT=gpu -t paddle-d2s-serve:gpu .       # GPU (CUDA 12.6)
 #   docker run --rm -p 8000:8000 -v "$PWD/bundles:/models:ro" paddle-d2s-serve
 #
-# Only the server's runtime is installed (requirements-serve.txt) and only serve/ and common/ are
-# copied (.dockerignore lets nothing else in): no training, export or test tools. Settings are the
-# SERVE_* variables of docs/SERVING.md (docker run -e ...). tests/test_container.py lints this file
-# with hadolint and starts its CMD, with its ENV, as a plain process until /v2/health/ready says 200.
+# The server-only install: Paddle (CPU or GPU build), then the toolkit with its `serve`, `onnx` and
+# `openvino` extras at the versions of their lock, requirements-serve.txt (README, "Install"). Only
+# serve/ and common/ are copied (.dockerignore lets nothing else in), so only they are installed:
+# no training, export or test tools. Settings are the SERVE_* variables of docs/SERVING.md
+# (docker run -e ...). tests/test_container.py lints this file with hadolint and starts its CMD,
+# with its ENV, as a plain process until /v2/health/ready says 200.
 ARG VARIANT=cpu
 
 # CPU: the Python the tests run (3.11) and Paddle's CPU wheel from PyPI.
@@ -34,17 +36,19 @@ RUN apt-get update \
 # The base is one of the two stages above, not an image from a registry: no tag to pin (DL3006).
 # hadolint ignore=DL3006
 FROM base-${VARIANT}
-COPY requirements-serve.txt /tmp/requirements-serve.txt
-# A system user with no login; numeric in USER below so that Kubernetes' runAsNonRoot can check it.
-RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements-serve.txt \
- && rm /tmp/requirements-serve.txt \
- && groupadd --system --gid 10001 serve \
- && useradd --system --uid 10001 --gid serve --no-create-home --home-dir /tmp --shell /usr/sbin/nologin serve
-
 WORKDIR /app
+COPY pyproject.toml README.md requirements-serve.txt ./
 COPY serve/ serve/
 COPY common/ common/
 COPY deploy/docker/healthcheck.py deploy/docker/healthcheck.py
+# The toolkit installed in place (editable: one copy of the code, in /app, and its metadata, which
+# the server reads its version from, in the venv); the lock as constraints pins every dependency;
+# pip check fails the build if they and Paddle's own disagree. A system user with no login, numeric
+# in USER below so that Kubernetes' runAsNonRoot can check it.
+RUN /opt/venv/bin/pip install --no-cache-dir -c requirements-serve.txt --editable ".[serve,onnx,openvino]" \
+ && /opt/venv/bin/pip check \
+ && groupadd --system --gid 10001 serve \
+ && useradd --system --uid 10001 --gid serve --no-create-home --home-dir /tmp --shell /usr/sbin/nologin serve
 
 # HOME=/tmp: Paddle creates ~/.cache/paddle at import and gunicorn its control socket in ~/.gunicorn,
 # so home must be writable; /tmp is the only writable place (an emptyDir under Kubernetes, whose

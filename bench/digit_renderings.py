@@ -6,7 +6,7 @@ bytes of an image file that shows the digit in ``mnist28`` (uint8 28x28, white o
 - ``render_like_user(mnist28, rng, kind)``, kind in KINDS: the same pixels, re-encoded the ways an
   upload differs from MNIST (inverted, enlarged, shifted, JPEG, colour). Little changes in the digit.
 - ``render_handwriting(mnist28, rng, kind)``, kind in HANDWRITING_KINDS: the digit as people really
-  write and photograph it (issue 10): rotated, felt-tip or pencil strokes, out of focus, small on a
+  write and photograph it: rotated, felt-tip or pencil strokes, out of focus, small on a
   page, a phone photo under uneven light, coloured ink, heavy JPEG. Each starts from a smooth
   high-resolution ink mask (``ink_mask``) and draws it the way the real thing would look, with no
   regard for what the server's preprocessing finds easy.
@@ -115,7 +115,7 @@ def _rgb(digit: np.ndarray, rng: np.random.Generator):
 
 
 # ---------------------------------------------------------------------------------------------
-# Handwriting as people really write it (issue 10)
+# Handwriting as people really write it
 
 
 def render_handwriting(mnist28: np.ndarray, rng: np.random.Generator, kind: str) -> bytes:

@@ -15,19 +15,15 @@ Writes the ``export_latency`` section of docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.report import MAX_START_LOAD, busy_banner  # noqa: E402
+from bench.harness import SHARED_DATA, Check, LoadWatch, add_write_flags, interleaved, median_p90_ms, timed, \
+    verdict_table
+from bench.report import publish
 
 REPEATS = {1: 400, 64: 60}  # per setting; batch 64 calls take ~20x longer
 WARMUP = {1: 30, 64: 5}
@@ -38,11 +34,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.export_latency", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", action="append", help="digit checkpoint(s) to measure (default: train "
                    "cnn and course_cnn for a few steps)")
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="MNIST folder for "
-                   "training the default checkpoints and for the parity check (default ../shared/data)")
-    p.add_argument("--no-write", action="store_true", help="print the tables, leave docs/BENCHMARKS.md alone")
-    p.add_argument("--allow-busy", action="store_true", help=f"write even when the load average at the start is "
-                   f"above {MAX_START_LOAD} (the section then says so in bold)")
+    p.add_argument("--data-dir", default=str(SHARED_DATA), help="MNIST folder for training the default "
+                   "checkpoints and for the parity check (default ../shared/data)")
+    add_write_flags(p)
     return p.parse_args(argv)
 
 
@@ -69,15 +63,8 @@ def test_images(data_dir: str) -> dict[int, np.ndarray]:
 
 
 def timings(call, batch: int) -> tuple[float, float]:
-    """(median, p90) milliseconds of ``call()``."""
-    for _ in range(WARMUP[batch]):
-        call()
-    times = []
-    for _ in range(REPEATS[batch]):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3), float(np.percentile(times, 90) * 1e3)
+    """(median, p90) milliseconds of ``call()`` at ``batch``'s repeats, after warm-up."""
+    return median_p90_ms(interleaved({"call": timed(call)}, REPEATS[batch], WARMUP[batch])["call"])
 
 
 def runners(bundle: Path, checkpoint: Path):
@@ -236,7 +223,7 @@ def main(argv=None) -> int:
     from export import export_checkpoint
 
     images = test_images(args.data_dir)
-    rows, parts, switches, start_load = [], {}, [], os.getloadavg()[0]
+    rows, parts, switches, watch = [], {}, [], LoadWatch()
     with tempfile.TemporaryDirectory(prefix="export-latency-") as tmp:
         if args.checkpoint:
             checkpoints = [Path(c) for c in args.checkpoint]
@@ -250,41 +237,29 @@ def main(argv=None) -> int:
             dygraph_ms = next(r[1][0] for r in rows if r["model"] == name and r["runtime"] == "dygraph"
                               and r["threads"] == 1)
             switches.append(settings_table(name, paddle_settings(bundle, images), dygraph_ms))
-    load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
-    body = table(rows) + "\n\n" + "\n\n".join(switches) + "\n\n" + explain(rows, parts, load)
-    print(body)
-    body = busy_banner(start_load, args.allow_busy) + body
-    if not args.no_write:
-        from bench.report import update_section
-
-        command = "nice python -m bench.export_latency" + "".join(f" --checkpoint {c}" for c in args.checkpoint or [])
-        update_section("export_latency", "Export: dygraph vs Paddle Inference vs onnxruntime vs OpenVINO latency (CPU)",
-                       command, body)
+    body = "\n\n".join([table(rows), *switches, breakdown_table(parts), verdict_table(checks(rows)), watch.note()])
+    command = "nice python -m bench.export_latency" + "".join(f" --checkpoint {c}" for c in args.checkpoint or [])
+    publish("export_latency", "Export: dygraph vs Paddle Inference vs onnxruntime vs OpenVINO latency (CPU)", body,
+            command, watch, args.allow_busy, write=not args.no_write)
     return 0
 
 
-def explain(rows: list[dict], parts: dict, load: str) -> str:
-    """The batch-1 breakdown table and what it says about static vs dygraph."""
+def breakdown_table(parts: dict) -> str:
+    """The batch-1 call of each model split into its parts."""
     lines = ["Batch-1 call split into its parts (1 thread, median ms):", "",
              "| model | part | median (ms) |", "|---|---|---|"]
     for name, figures in parts.items():
         lines += [f"| {name} | {part} | {ms:.3f} |" for part, ms in figures.items()]
-    slower = [r for r in rows if r["runtime"] == "paddle.inference" and r["setting"] == "oneDNN on"
-              and r[1][0] >= next(d[1][0] for d in rows if d["runtime"] == "dygraph" and d["model"] == r["model"]
-                                  and d["threads"] == r["threads"])]
-    lines += ["", f"Load average during the run (1 min, {os.cpu_count()} cores): {load}.", ""]
-    if not any(r["threads"] == 1 for r in slower):
-        lines.append("With 1 thread the predictor (oneDNN on) is faster than dygraph at batch 1 for every model: "
-                     "dygraph pays Python and per-operator dispatch on every call, the predictor runs one "
-                     "pre-planned graph with fused conv+bn+relu kernels; the copies in and out cost microseconds.")
-    if slower:
-        lines.append("It is NOT faster for: " + ", ".join(f"{r['model']} x{r['threads']} threads" for r in slower)
-                     + ". Why: at batch 1 each operator has microseconds of work, less than waking and joining "
-                     "a second thread, so the predictor is slower with 2 threads than with 1 (compare the rows), "
-                     "while dygraph's time barely changes with the setting; when the other core is busy with "
-                     "other jobs (see the load average), every parallel operator also waits for it. For single "
-                     "images, give each predictor 1 thread and run one predictor per worker.")
     return "\n".join(lines)
+
+
+def checks(rows: list[dict]) -> list[Check]:
+    """The claim the export rests on, per model and thread count: at batch 1 the predictor (oneDNN
+    on) is at least as fast as the dygraph model (dygraph's median / the predictor's, target 1x)."""
+    dygraph = {(r["model"], r["threads"]): r[1][0] for r in rows if r["runtime"] == "dygraph"}
+    return [Check(f"{r['model']}, {r['threads']} thread(s): dygraph / predictor (oneDNN on), batch 1",
+                  dygraph[r["model"], r["threads"]] / r[1][0], 1.0, fmt="{:.2f}x")
+            for r in rows if r["runtime"] == "paddle.inference" and r["setting"] == "oneDNN on"]
 
 
 if __name__ == "__main__":

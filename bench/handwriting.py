@@ -1,4 +1,4 @@
-"""Accuracy on digits as people really write them (issue 10), through the server's preprocessing.
+"""Accuracy on digits as people really write them, through the server's preprocessing.
 
     nice python -m bench.handwriting --bundle bundles/mnist [--limit N] [--kinds rotated thin ...]
 
@@ -17,7 +17,6 @@ is above 0.5 (it times the preprocessing), unless --allow-busy. Partial runs onl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import zlib
@@ -27,16 +26,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.digit_renderings import HANDWRITING_KINDS, render_handwriting  # noqa: E402
+from bench.digit_renderings import HANDWRITING_KINDS, render_handwriting
+from bench.harness import ROOT, SHARED_DATA, Check, LoadWatch, add_write_flags, stopwatch, verdict_table
+from bench.report import publish
 
 SEED = 0  # with the kind's name and the digit's index, fixes every rendering (see digit_rng)
 BATCH = 256  # images per predictor call
-TARGET_KIND, TARGET_ALL = 0.97, 0.985  # issue 10's targets: each kind, and all kinds together
-from bench.report import MAX_START_LOAD  # noqa: E402
+TARGET_KIND, TARGET_ALL = 0.97, 0.985  # the targets: each kind, and all kinds together
 SHEET = ROOT / "docs" / "handwriting_kinds.png"
 SHEET_EXAMPLES, SHEET_FAILURES = 4, 4  # per kind: the first digits, then the first it got wrong
 THUMB = 56  # px per picture on the sheet
@@ -45,15 +41,12 @@ THUMB = 56  # px per picture on the sheet
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.handwriting", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="exported digit bundle (python -m export)")
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
-                   help="folder with mnist/ (default ../shared/data)")
+    p.add_argument("--data-dir", default=str(SHARED_DATA), help="folder with mnist/ (default ../shared/data)")
     p.add_argument("--limit", type=int, help="only the first N test digits (prints, writes nothing)")
     p.add_argument("--kinds", nargs="+", choices=HANDWRITING_KINDS, default=list(HANDWRITING_KINDS),
                    help="kinds to render (default: all; a subset prints, writes nothing)")
     p.add_argument("--sheet", help=f"also write the contact sheet here (a full run writes {SHEET.relative_to(ROOT)})")
-    p.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
-    p.add_argument("--allow-busy", action="store_true", help=f"write even when the load average at the start is "
-                   f"above {MAX_START_LOAD} (the section then says so in bold)")
+    add_write_flags(p)
     return p.parse_args(argv)
 
 
@@ -113,14 +106,12 @@ def evaluate_kind(model: DigitModel, kind: str, images: np.ndarray, labels: np.n
         data = render_handwriting(digit, digit_rng(kind, i), kind)
         if i < keep_examples:
             examples.append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
-        start = time.perf_counter()
         try:
-            gray, x = model.pipeline.preview_and_inputs(data, model.max_pixels)
+            with stopwatch(times):
+                gray, x = model.pipeline.preview_and_inputs(data, model.max_pixels)
         except ImageError:
             ok[i] = False
             continue
-        finally:
-            times.append(time.perf_counter() - start)
         seen[i], inputs[i] = gray, x[0]
     predicted = np.full(len(images), -1, np.int64)
     predicted[ok] = model.classify(inputs[ok])
@@ -133,19 +124,21 @@ def clean_accuracy(model: DigitModel, images: np.ndarray, labels: np.ndarray) ->
 
 
 def table(results: list[KindResult], clean: float) -> str:
-    lines = ["| kind | digits | accuracy | target | refused by preprocessing | preprocessing median (ms/image) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| kind | digits | accuracy | refused by preprocessing | preprocessing median (ms/image) |",
+             "|---|---:|---:|---:|---:|"]
     for r in results:
-        mark = "" if r.accuracy >= TARGET_KIND else " **below**"
-        lines.append(f"| {r.kind} | {len(r.labels)} | {r.accuracy:.2%}{mark} | {TARGET_KIND:.0%} | {r.refused} | "
-                     f"{r.preprocess_ms:.2f} |")
-    pooled = pooled_accuracy(results)
-    mark = "" if pooled >= TARGET_ALL else " **below**"
-    lines.append(f"| all kinds together | {sum(len(r.labels) for r in results)} | {pooled:.2%}{mark} | "
-                 f"{TARGET_ALL:.1%} | {sum(r.refused for r in results)} | |")
+        lines.append(f"| {r.kind} | {len(r.labels)} | {r.accuracy:.2%} | {r.refused} | {r.preprocess_ms:.2f} |")
+    lines.append(f"| all kinds together | {sum(len(r.labels) for r in results)} | {pooled_accuracy(results):.2%} | "
+                 f"{sum(r.refused for r in results)} | |")
     lines.append(f"| plain test digits (28x28, normalised only) | {len(results[0].labels) if results else 0} | "
-                 f"{clean:.2%} | | | |")
+                 f"{clean:.2%} | | |")
     return "\n".join(lines)
+
+
+def checks(results: list[KindResult]) -> list[Check]:
+    """Each kind against ``TARGET_KIND``, all kinds together against ``TARGET_ALL``."""
+    return ([Check(f"accuracy, {r.kind}", r.accuracy, TARGET_KIND, fmt="{:.2%}") for r in results]
+            + [Check("accuracy, all kinds together", pooled_accuracy(results), TARGET_ALL, fmt="{:.2%}")])
 
 
 def pooled_accuracy(results: list[KindResult]) -> float:
@@ -193,7 +186,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from common.datasets import read_mnist
 
-    start_load = os.getloadavg()[0]
+    watch = LoadWatch()
     images, labels = read_mnist("test", args.data_dir, limit=args.limit)
     model = DigitModel(args.bundle)
     clean = clean_accuracy(model, images, labels)
@@ -204,34 +197,21 @@ def main(argv=None) -> int:
         r = results[-1]
         print(f"{kind}: {r.accuracy:.2%} of {len(labels)}, {r.refused} refused, preprocessing "
               f"{r.preprocess_ms:.2f} ms/image median ({time.perf_counter() - started:.0f} s)", flush=True)
-    load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
-    body = (table(results, clean) + "\n\n" + explain(args.bundle, load))
-    print(body)
+    body = "\n\n".join([table(results, clean), verdict_table(checks(results)),
+                         f"Model: `{args.bundle}`, Paddle Inference with the server's settings. " + watch.note()
+                         + f" Examples of each kind, the 28x28 the model saw and its first failures: "
+                         f"[handwriting_kinds.png]({SHEET.name})."])
     if args.sheet:
         contact_sheet(results, args.sheet)
         print(f"contact sheet: {args.sheet}")
-    if args.no_write or args.limit is not None or list(args.kinds) != list(HANDWRITING_KINDS):
-        return 0  # a sample's figures are not the benchmark's
-    from bench.report import busy_banner, update_section
-
-    body = busy_banner(start_load, args.allow_busy) + body
-
-    contact_sheet(results, SHEET)
-    update_section("handwriting", "Digits as people write them: accuracy through the server's preprocessing",
-                   f"nice python -m bench.handwriting --bundle {args.bundle}", body)
+    full = args.limit is None and list(args.kinds) == list(HANDWRITING_KINDS)  # a sample's figures are not the benchmark's
+    if full and not args.no_write:
+        watch.banner(args.allow_busy)  # a busy start writes nothing, the sheet included
+        contact_sheet(results, SHEET)
+    publish("handwriting", "Digits as people write them: accuracy through the server's preprocessing", body,
+            f"nice python -m bench.handwriting --bundle {args.bundle}", watch, args.allow_busy,
+            write=full and not args.no_write)
     return 0
-
-
-def explain(bundle: str, load: str) -> str:
-    return (f"Model: `{bundle}`, Paddle Inference with the server's settings. Every official MNIST test digit is "
-            "rendered once per kind (bench/digit_renderings.py, seeded: the same images every run) and sent "
-            "through the server's `DigitPipeline` (decode, find the ink, thicken pencil-thin strokes, fit 20x20, centre "
-            "of mass, normalise) "
-            "built from the bundle's PreProcess; an image it refuses counts as wrong. Targets (issue 10): "
-            f"every kind at least {TARGET_KIND:.0%}, all kinds together at least {TARGET_ALL:.1%}. "
-            f"Preprocessing time: median per image, one process, decode included. Load average (1 min, "
-            f"{os.cpu_count()} cores): {load}. Examples of each kind, the 28x28 the model saw and its first "
-            f"failures: [handwriting_kinds.png]({SHEET.name}).")
 
 
 if __name__ == "__main__":

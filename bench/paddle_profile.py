@@ -19,23 +19,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-from bench.report import MAX_START_LOAD  # noqa: E402
+from bench.harness import LoadWatch, add_write_flags, interleaved, timed
+from bench.report import publish
+
+WARMUP = 20  # calls before the unprofiled predictor is timed (the profiled one counts every call it makes)
 
 
 def child(bundle_dir: str, calls: int) -> None:
     """Time the calls without and with the profiler; the profiler's table follows on destruction."""
-    import numpy as np
     from paddle import inference
 
     from common.bundle import PredictorRunner, predictor_config, read_bundle
@@ -48,12 +48,8 @@ def child(bundle_dir: str, calls: int) -> None:
         if profiled:
             config.enable_profile()
         runner = PredictorRunner(inference.create_predictor(config))
-        for _ in range(20 if not profiled else 0):  # the profiled one counts every call it makes
-            runner.run(x)
-        started = time.perf_counter()
-        for _ in range(calls):
-            runner.run(x)
-        walls["profiled" if profiled else "plain"] = (time.perf_counter() - started) / calls * 1e3
+        seconds = interleaved({"run": timed(partial(runner.run, x))}, calls, warmup=0 if profiled else WARMUP)["run"]
+        walls["profiled" if profiled else "plain"] = float(np.mean(seconds)) * 1e3
         if profiled:
             print("WALL_JSON " + json.dumps(walls), flush=True)
         del runner  # the profiled predictor prints its report here
@@ -72,7 +68,7 @@ def parse_report(text: str, calls: int) -> list[tuple[str, int, float]]:
     return rows
 
 
-def markdown(walls: dict, ops: list, calls: int, load: str) -> str:
+def markdown(walls: dict, ops: list, calls: int, load_note: str) -> str:
     per_call = [(name, total / calls * 1e3) for name, n, total in ops]  # us
     op_us = sum(us for _, us in per_call)
     plain, profiled = walls["plain"] * 1e3, walls["profiled"] * 1e3
@@ -85,7 +81,7 @@ def markdown(walls: dict, ops: list, calls: int, load: str) -> str:
               f"**{(profiled - op_us) / profiled:.0%}** |",
               f"| the whole call, profiler on | {profiled:.1f} | 100% |", "",
               f"The whole call with the profiler off: **{plain:.1f} us** (the profiler adds {profiled - plain:.1f} us "
-              f"of its own). Load average (1 min, {os.cpu_count()} cores): {load}."]
+              f"of its own). {load_note}"]
     return "\n".join(lines)
 
 
@@ -93,40 +89,30 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.paddle_profile", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", required=True, help="folder with a digits bundle named mnist")
     p.add_argument("--calls", type=int, default=2000, help="batch-1 calls timed (default: %(default)s)")
-    p.add_argument("--no-write", action="store_true", help="print, do not update docs/BENCHMARKS.md")
-    p.add_argument("--allow-busy", action="store_true", help=f"write even when the load average at the start is "
-                   f"above {MAX_START_LOAD}")
+    add_write_flags(p)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     bundle_dir = str(Path(args.models).resolve() / "mnist")
     if args.child:
         child(bundle_dir, args.calls)
         return 0
-    start_load = os.getloadavg()[0]
+    watch = LoadWatch()
     # Paddle prints the report from C++ on the predictor's destruction: a child process, output captured,
     # run in a temporary folder because the profiler also leaves a profile.log in the working directory.
     with tempfile.TemporaryDirectory(prefix="paddle-profile-") as tmp:
         cmd = [sys.executable, "-m", "bench.paddle_profile", "--child", "--models", str(Path(args.models).resolve()),
                "--calls", str(args.calls)]
-        out = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        out = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=True)
     text = out.stdout + out.stderr
     line = next((x for x in text.splitlines() if x.startswith("WALL_JSON ")), None)
     ops = parse_report(text, args.calls)
     if line is None or not ops:
         print(text[-3000:], file=sys.stderr)
         raise RuntimeError("no timing or no profiler report in the child's output (above)")
-    load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
-    body = markdown(json.loads(line.split(" ", 1)[1]), ops, args.calls, load)
-    print(body)
-    if args.no_write:
-        return 0
-    from bench.report import busy_banner, update_section
-
-    body = busy_banner(start_load, args.allow_busy) + body
-
+    body = markdown(json.loads(line.split(" ", 1)[1]), ops, args.calls, watch.note())
     command = "nice python -m bench.paddle_profile " + " ".join(argv if argv is not None else sys.argv[1:])
-    update_section("paddle_profile", "Paddle Inference: where a batch-1 call's time goes (profiler)", command, body)
+    publish("paddle_profile", "Paddle Inference: where a batch-1 call's time goes (profiler)", body, command, watch,
+            args.allow_busy, write=not args.no_write)
     return 0
 
 

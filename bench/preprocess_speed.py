@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,23 +25,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.report import MAX_START_LOAD  # noqa: E402
-from common import digit_image  # noqa: E402
-from common.datasets import read_mnist  # noqa: E402
-
+from bench.harness import ROOT, LoadWatch, add_write_flags, interleaved, median_p90_ms, timed
+from bench.report import publish
+from common import digit_image
+from common.datasets import read_mnist
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.preprocess_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=300, help="timed calls per input (default: %(default)s)")
     p.add_argument("--baseline", help="git revision whose digit_image.py is timed alongside (whole call only)")
-    p.add_argument("--no-write", action="store_true", help="print the table, leave docs/BENCHMARKS.md alone")
-    p.add_argument("--allow-busy", action="store_true", help=f"write even when the load average at the start is "
-                   f"above {MAX_START_LOAD} (the section then says so in bold)")
+    add_write_flags(p)
     return p.parse_args(argv)
 
 
@@ -101,12 +94,6 @@ def stages(pre: digit_image.DigitPreprocessor, data: bytes) -> list[float]:
     return [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
 
 
-def whole(call, data: bytes) -> float:
-    start = time.perf_counter()
-    call(data)
-    return time.perf_counter() - start
-
-
 def load_baseline(revision: str):
     """The ``DigitPreprocessor`` class of ``revision``'s common/digit_image.py, imported from a temp file."""
     source = subprocess.run(["git", "show", f"{revision}:common/digit_image.py"], cwd=ROOT, check=True,
@@ -121,28 +108,21 @@ def load_baseline(revision: str):
 
 
 def measure(repeats: int, baseline=None) -> list[dict]:
+    """Per input: the stages and the whole call, and the baseline's whole call, interleaved."""
     pre, rows = digit_image.DigitPreprocessor(), []
     for name, data in inputs().items():
-        for _ in range(max(5, repeats // 20)):  # warm-up: first calls allocate
-            pre(data)
-            if baseline is not None:
-                baseline(data)
-        parts, totals, base = [], [], []
-        for _ in range(repeats):  # interleaved, so that background load hits every column alike
-            parts.append(stages(pre, data))
-            totals.append(whole(pre, data))
-            if baseline is not None:
-                base.append(whole(baseline, data))
-        row = {"input": name, "bytes": len(data), "parts": np.array(parts) * 1e3, "total": np.array(totals) * 1e3}
-        if base:
-            row["baseline"] = np.array(base) * 1e3
+        calls = {"parts": lambda: stages(pre, data), "total": timed(lambda: pre(data))}
+        if baseline is not None:
+            calls["baseline"] = timed(lambda: baseline(data))
+        seconds = interleaved(calls, repeats, warmup=max(5, repeats // 20))  # warm-up: first calls allocate
+        row = {"input": name, "bytes": len(data), **{k: np.array(v) for k, v in seconds.items()}}
         rows.append(row)
-        print(f"[preprocess_speed] {name}: median {np.median(row['total']):.3f} ms", flush=True)
+        print(f"[preprocess_speed] {name}: median {np.median(row['total']) * 1e3:.3f} ms", flush=True)
     return rows
 
 
 def table(rows: list[dict], baseline: str | None) -> str:
-    cell = lambda ms: f"{np.median(ms):.3f} / {np.percentile(ms, 90):.3f}"  # noqa: E731
+    cell = lambda seconds: "{:.3f} / {:.3f}".format(*median_p90_ms(seconds))  # noqa: E731
     head = ["input", "size", "decode", "gray + ink", "crop + fit + centre", "normalize", "**total**"]
     if baseline:
         head += [f"total at {baseline}", "speed-up (medians)"]
@@ -158,23 +138,16 @@ def table(rows: list[dict], baseline: str | None) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    start_load = os.getloadavg()[0]
+    watch = LoadWatch()
     cv2.setNumThreads(1)  # as a server worker runs it: one request per thread
     baseline = load_baseline(args.baseline) if args.baseline else None
     rows = measure(args.repeats, baseline)
-    load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
     body = (table(rows, args.baseline) + "\n\n" + f"Milliseconds, median / p90 of {args.repeats} calls per input, "
             f"OpenCV {cv2.__version__} with 1 thread. Stages add up to about the total (timer overhead aside). "
-            f"Load average (1 min, {os.cpu_count()} cores): {load}.")
-    print(body)
-    if args.no_write:
-        return
-    from bench.report import busy_banner, update_section
-
-    body = busy_banner(start_load, args.allow_busy) + body
-
+            + watch.note())
     command = "nice python -m bench.preprocess_speed " + " ".join(argv if argv is not None else sys.argv[1:])
-    update_section("preprocess_speed", "Digit preprocessing: time per upload, by stage", command.strip(), body)
+    publish("preprocess_speed", "Digit preprocessing: time per upload, by stage", body, command.strip(), watch,
+            args.allow_busy, write=not args.no_write)
 
 
 if __name__ == "__main__":

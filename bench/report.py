@@ -8,9 +8,9 @@ import re
 import subprocess
 from pathlib import Path
 
+from bench.harness import MAX_START_LOAD, LoadWatch, busy_banner  # noqa: F401  (serve_load, request_cost import them here)
 from common.atomic import atomic_write_text
 
-MAX_START_LOAD = 0.5  # 1-minute load average above which a benchmark's figures are not written
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 HEADER = ("# Benchmarks\n\nEvery section below is written by a script in `bench/`, with the command that "
           "made it, the machine and the date. Figures in one section come from one run, so compare "
@@ -53,19 +53,12 @@ def update_section(name: str, title: str, command: str, body: str) -> None:
     atomic_write_text(BENCHMARKS, text)
 
 
-def load_note(before: tuple, after: tuple) -> str:
-    """The line every section carries: the 1-minute load average around the measurement."""
-    return (f"Load average (1 min, {os.cpu_count()} cores): {before[0]:.2f} at the start, {after[0]:.2f} at the end "
-            f"(a run is only written when the start is at most {MAX_START_LOAD}).")
+def publish(name: str, title: str, body: str, command: str, watch: LoadWatch, allow_busy: bool,
+            write: bool = True) -> None:
+    """Print a benchmark's section, then write it (``update_section``) unless ``write`` is false.
 
-
-def busy_banner(start_load: float, allow_busy: bool) -> str:
-    """'' on a quiet machine; a bold warning to put first in the section when ``allow_busy``;
-    otherwise stop the benchmark: figures from a busy machine are worse than none."""
-    if start_load <= MAX_START_LOAD:
-        return ""
-    if not allow_busy:
-        raise SystemExit(f"NOT WRITTEN: the load average was {start_load:.2f} at the start (> {MAX_START_LOAD}); "
-                         "stop other work and run again, or pass --allow-busy")
-    return (f"**BUSY MACHINE: load average {start_load:.2f} at the start; these figures are not comparable "
-            "with a quiet run.**\n\n")
+    Figures from a busy start are refused, or marked in bold with ``allow_busy``.
+    """
+    print(body)
+    if write:
+        update_section(name, title, command, watch.banner(allow_busy) + body)

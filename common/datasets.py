@@ -6,6 +6,7 @@ missing file raises ``DataMissingError`` naming the file and the folder to put i
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,16 +50,26 @@ def read_mnist(split: str, data_dir: str | os.PathLike | None = None, limit: int
     """MNIST ``split`` ("train" or "test") via ``paddle.vision.datasets.MNIST`` from local IDX files.
 
     Returns uint8 images (N, 28, 28), white on black as in the files, and int64 labels (N,);
-    ``limit`` keeps the first N.
+    ``limit`` keeps the first N. The arrays are read-only: one parse of each file is kept per
+    process (Paddle's parser takes seconds for the training split), and runs in one process (a
+    notebook, export after training) share it.
     """
+    images, labels = (find_file(name, data_dir, "mnist") for name in MNIST_FILES[split])
+    x, y = _parse_mnist(split, images, labels, *(os.stat(p).st_mtime_ns for p in (images, labels)))
+    return x[:limit], y[:limit]
+
+
+@functools.lru_cache(maxsize=2)  # a training run holds both splits
+def _parse_mnist(split: str, images: Path, labels: Path, *mtimes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One parse of a split's two files (``mtimes``: a file replaced on disk is read again)."""
     import paddle
 
-    images, labels = (find_file(name, data_dir, "mnist") for name in MNIST_FILES[split])
     ds = paddle.vision.datasets.MNIST(image_path=str(images), label_path=str(labels), mode=split,
                                       download=False, backend="cv2")
-    end = len(ds.labels) if limit is None else limit
-    return (np.asarray(ds.images[:end], dtype=np.uint8).reshape(-1, 28, 28),
-            np.asarray(ds.labels[:end], dtype=np.int64).reshape(-1))
+    x = np.asarray(ds.images, dtype=np.uint8).reshape(-1, 28, 28)
+    y = np.asarray(ds.labels, dtype=np.int64).reshape(-1)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
 
 
 def read_housing(data_dir: str | os.PathLike | None = None) -> np.ndarray:

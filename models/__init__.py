@@ -12,7 +12,7 @@ from paddle import nn
 from .digits import CourseCNN, CourseMLP, DigitCNN
 from .housing import HousingMLP, LinearRegression
 
-# task -> {model name -> constructor}. Each task's default model is named in train/config.py DEFAULTS.
+# task -> {model name -> constructor}. Each task's default model is named in its row of common/tasks.py.
 REGISTRY: dict[str, dict[str, type | functools.partial]] = {
     "mnist": {
         "cnn": DigitCNN,

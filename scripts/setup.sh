@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up a fresh machine for this toolkit: a virtualenv with the pinned requirements, the official
-# datasets in Paddle's cache (from ../shared/data when it is there), Chromium for the browser test and wrk for the load bench.
-# Safe to run again: every step skips what is already done.
+# Set up a fresh machine for this toolkit: a virtualenv with the toolkit installed in place (editable)
+# with every extra the tests use at the versions of the lock (requirements.txt), the official
+# datasets in Paddle's cache (from ../shared/data when it is there), Chromium for the browser test
+# and wrk for the load bench. Safe to run again: every step skips what is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -r requirements.txt
+# -c: the lock decides every version, pyproject.toml what is installed (README, "Install").
+.venv/bin/python -m pip install -q -c requirements.txt --editable ".[test]"
 
 # Data: Paddle's dataset classes look in ~/.cache/paddle/dataset/<name>/. These machines have no
 # internet, so the official files come from ../shared/data (byte-identical to Paddle's downloads).

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -46,13 +47,75 @@ def run_module(*args: str, timeout: float = 300, check: bool = True, env: dict |
     return proc
 
 
+# A small run of the default CNN (batch norm, dropout and the default augmentation: every RNG and
+# running statistic must come back on resume), on a real subset: 25 steps an epoch, 2 epochs,
+# evaluated at the end, a checkpoint every 4 steps. tests/test_resume.py kills and resumes it.
+RESUME_RUN = ["mnist", "--model", "cnn", "--train-subset", "1600", "--batch-size", "64", "--epochs", "2",
+              "--val-size", "500", "--eval-every", "2", "--save-every-steps", "4", "--lr", "0.002", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def two_process_run(data_dir, tmp_path_factory) -> SimpleNamespace:
+    """``RESUME_RUN`` on two CPU processes over gloo, started with the README's launcher command.
+
+    tests/test_distributed.py checks the run itself; tests/test_resume.py compares a killed and
+    resumed ``--procs 2`` run with it. ``out``: the run folder; ``worker_logs``: each worker's log by name.
+    """
+    base = tmp_path_factory.mktemp("two-processes")
+    out, logs = base / "run", base / "logs"
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(logs),
+           "train/__main__.py", *RESUME_RUN, "--device", "cpu", "--data-dir", str(data_dir), "--output", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    worker_logs = {p.name: p.read_text() for p in logs.glob("workerlog.*")}
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:], worker_logs)
+    return SimpleNamespace(out=out, worker_logs=worker_logs)
+
+
+@pytest.fixture
+def train_cli(capsys):
+    """``python -m train ARGS`` in this process (no interpreter and Paddle start-up per call):
+    ``train_cli(*args) -> (exit status, stdout, stderr)``, argparse's exits included."""
+    from train.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            status = main(list(args))
+        except SystemExit as exc:
+            status = exc.code
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run
+
+
+@pytest.fixture
+def thousand_test_digits(monkeypatch):
+    """MNIST runs in this process evaluate the first 1,000 of the 10,000 official test images: for
+    tests of what a run does, not of the accuracy the toolkit reaches (the fixtures below train on
+    everything and are measured on everything)."""
+    import dataclasses
+
+    from common import datasets, tasks
+
+    task = tasks.TASKS["mnist"]
+
+    def load_splits(*args, **kwargs) -> datasets.Splits:
+        splits = task.load_splits(*args, **kwargs)
+        return dataclasses.replace(splits, test=datasets.Arrays(splits.test.x[:1000], splits.test.y[:1000]))
+    monkeypatch.setitem(tasks.TASKS, "mnist", dataclasses.replace(task, load_splits=load_splits))
+
+
 @pytest.fixture(scope="session")
 def mnist_checkpoint(data_dir, tmp_path_factory) -> Path:
-    """Best checkpoint of the default CNN after 2 epochs on all of MNIST (~99% test; ~2 min on 2 cores)."""
+    """Best checkpoint of the default CNN after 2 epochs on all of MNIST (~99% test; ~2 min on 2 cores).
+
+    Evaluated after the second epoch only: the first is never the best, and its evaluation of
+    15,000 images would cost seconds for nothing.
+    """
     import train
 
     out = tmp_path_factory.mktemp("mnist-cnn")
-    train.run(train.TrainConfig("mnist", epochs=2, data_dir=str(data_dir), output=str(out), progress=False))
+    train.run(train.TrainConfig("mnist", epochs=2, eval_every=2, data_dir=str(data_dir), output=str(out),
+                                progress=False))
     return out / "checkpoints" / "best.pdckpt"
 
 

@@ -7,7 +7,6 @@ import train
 from common import checkpoint
 from common.checkpoint import CheckpointError
 
-from .conftest import run_module
 
 
 @pytest.fixture(scope="module")
@@ -64,64 +63,66 @@ def test_other_task_refused(housing_run):
         checkpoint.load(ckpts(housing_run)[-1], task="housing", model="mlp")
 
 
-def test_resume_auto_falls_back_past_corrupt_latest(housing_run, data_dir, tmp_path):
+def test_resume_auto_falls_back_past_corrupt_latest(housing_run, data_dir, tmp_path, train_cli):
     out = tmp_path / "run"
-    run_module("train", "housing", "--epochs", "3", "--data-dir", str(data_dir), "--output", str(out), "--no-progress")
+    train_cli("housing", "--epochs", "3", "--data-dir", str(data_dir), "--output", str(out), "--no-progress")
     newest = ckpts(out)[-1]
     newest.write_bytes(newest.read_bytes()[:1000])  # as if the disk had been cut mid-write
-    proc = run_module("train", "housing", "--epochs", "4", "--resume", "auto", "--data-dir", str(data_dir),
-                      "--output", str(out), "--no-progress")
-    assert "truncated or corrupt" in proc.stdout and "falling back" in proc.stdout
-    assert "resuming from" in proc.stdout and "ckpt-000000026" in proc.stdout  # epoch 2's checkpoint
+    status, stdout, _ = train_cli("housing", "--epochs", "4", "--resume", "auto", "--data-dir", str(data_dir),
+                                  "--output", str(out), "--no-progress")
+    assert status == 0 and "truncated or corrupt" in stdout and "falling back" in stdout
+    assert "resuming from" in stdout and "ckpt-000000026" in stdout  # epoch 2's checkpoint
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
 
 
-def test_resume_refuses_when_nothing_is_usable(data_dir, tmp_path):
+def test_resume_refuses_when_nothing_is_usable(data_dir, tmp_path, train_cli):
     out = tmp_path / "run"
-    run_module("train", "housing", "--epochs", "1", "--data-dir", str(data_dir), "--output", str(out), "--no-progress")
+    train_cli("housing", "--epochs", "1", "--data-dir", str(data_dir), "--output", str(out), "--no-progress")
     for path in ckpts(out):
         path.write_bytes(b"garbage")
-    proc = run_module("train", "housing", "--resume", "--data-dir", str(data_dir), "--output", str(out), check=False)
-    assert proc.returncode == 2 and "no usable checkpoint" in proc.stderr
+    status, _, stderr = train_cli("housing", "--resume", "--data-dir", str(data_dir), "--output", str(out))
+    assert status == 2 and "no usable checkpoint" in stderr
 
 
-def test_existing_run_not_overwritten_without_resume(housing_run, data_dir):
+def test_existing_run_not_overwritten_without_resume(housing_run, data_dir, train_cli):
     before = {p.name: p.stat().st_mtime_ns for p in ckpts(housing_run)}
-    proc = run_module("train", "housing", "--data-dir", str(data_dir), "--output", str(housing_run), check=False)
-    assert proc.returncode == 2 and "already holds checkpoints" in proc.stderr
+    status, _, stderr = train_cli("housing", "--data-dir", str(data_dir), "--output", str(housing_run))
+    assert status == 2 and "already holds checkpoints" in stderr
     assert {p.name: p.stat().st_mtime_ns for p in ckpts(housing_run)} == before
 
 
-def test_resume_refuses_changed_identity(housing_run, data_dir):
-    proc = run_module("train", "housing", "--resume", "--lr", "0.1", "--data-dir", str(data_dir),
-                      "--output", str(housing_run), check=False)
-    assert proc.returncode == 2 and "--lr 0.1 (checkpoint: 0.05)" in proc.stderr
+def test_resume_refuses_changed_identity(housing_run, data_dir, train_cli):
+    status, _, stderr = train_cli("housing", "--resume", "--lr", "0.1", "--data-dir", str(data_dir),
+                                  "--output", str(housing_run))
+    assert status == 2 and "--lr 0.1 (checkpoint: 0.05)" in stderr
 
 
-def test_resume_path_of_other_model_refused(housing_run, data_dir, tmp_path):
-    proc = run_module("train", "housing", "--model", "mlp", "--resume", str(ckpts(housing_run)[-1]),
-                      "--data-dir", str(data_dir), "--output", str(tmp_path), check=False)
-    assert proc.returncode == 2 and "not housing/mlp" in proc.stderr
+def test_resume_path_of_other_model_refused(housing_run, data_dir, tmp_path, train_cli):
+    status, _, stderr = train_cli("housing", "--model", "mlp", "--resume", str(ckpts(housing_run)[-1]),
+                                  "--data-dir", str(data_dir), "--output", str(tmp_path))
+    assert status == 2 and "not housing/mlp" in stderr
 
 
-def test_resume_by_path_continues_in_that_runs_folder(data_dir, tmp_path):
+def test_resume_by_path_continues_in_that_runs_folder(data_dir, tmp_path, train_cli, monkeypatch):
     # Resuming a non-default model by path, without --output, must not write into runs/housing-linear.
     out = tmp_path / "mlp-run"
-    run_module("train", "housing", "--model", "mlp", "--epochs", "2", "--data-dir", str(data_dir),
-               "--output", str(out), "--no-progress")
-    proc = run_module("train", "housing", "--epochs", "3", "--resume", str(ckpts(out)[-1]),
-                      "--data-dir", str(data_dir), "--no-progress")
-    assert "resuming from" in proc.stdout and str(out) in proc.stdout
+    train_cli("housing", "--model", "mlp", "--epochs", "2", "--data-dir", str(data_dir), "--output", str(out),
+              "--no-progress")
+    monkeypatch.chdir(tmp_path)  # where runs/housing-linear would appear
+    status, stdout, _ = train_cli("housing", "--epochs", "3", "--resume", str(ckpts(out)[-1]),
+                                  "--data-dir", str(data_dir), "--no-progress")
+    assert status == 0 and "resuming from" in stdout and str(out) in stdout
+    assert not (tmp_path / "runs").exists()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 
-def test_max_steps_is_not_inherited_on_resume(data_dir, tmp_path):
+def test_max_steps_is_not_inherited_on_resume(data_dir, tmp_path, train_cli):
     out = tmp_path / "run"
-    run_module("train", "housing", "--epochs", "2", "--max-steps", "5", "--data-dir", str(data_dir),
-               "--output", str(out), "--no-progress")
-    run_module("train", "housing", "--resume", "auto", "--epochs", "2", "--data-dir", str(data_dir),
-               "--output", str(out), "--no-progress")
+    train_cli("housing", "--epochs", "2", "--max-steps", "5", "--data-dir", str(data_dir), "--output", str(out),
+              "--no-progress")
+    train_cli("housing", "--resume", "auto", "--epochs", "2", "--data-dir", str(data_dir), "--output", str(out),
+              "--no-progress")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["global_step"] == 26

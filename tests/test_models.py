@@ -3,8 +3,8 @@ import numpy as np
 import paddle
 import pytest
 
+from common.tasks import TASKS
 from models import REGISTRY, build_model, has_dropout
-from train.config import DEFAULTS
 
 CASES = [(task, name) for task, names in REGISTRY.items() for name in names]
 
@@ -21,8 +21,9 @@ def test_forward_shape(task, name, batch):
 
 
 def test_defaults_and_dropout_flags():
-    assert DEFAULTS["mnist"]["model"] == "cnn" and DEFAULTS["housing"]["model"] == "linear"
-    assert all(DEFAULTS[task]["model"] in REGISTRY[task] for task in DEFAULTS)
+    assert TASKS["mnist"].train_defaults["model"] == "cnn" and TASKS["housing"].train_defaults["model"] == "linear"
+    for name, task in TASKS.items():  # the task rows name registered networks only
+        assert task.train_defaults["model"] in REGISTRY[name] and set(task.model_defaults) <= set(REGISTRY[name])
     assert has_dropout("mnist", "cnn") and has_dropout("mnist", "course_cnn")
     assert not has_dropout("housing", "linear")
     with pytest.raises(ValueError, match="has no dropout"):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from .conftest import ROOT
@@ -59,6 +60,7 @@ def project_kernel(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.e2e
 def test_notebook_runs_top_to_bottom(tmp_path, data_dir, monkeypatch):
     notebook, port = read_notebook(), free_port()
     overrides = {**BUDGET, "DATA_DIR": str(data_dir), "WORK": str(tmp_path / "work"), "PORT": port}

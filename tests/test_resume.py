@@ -16,13 +16,10 @@ import pytest
 
 from common import checkpoint
 
-from .conftest import ROOT, run_module
+from .conftest import RESUME_RUN, ROOT, run_module
 
-# The default CNN (batch norm + dropout + the default augmentation: RNG and running statistics must
-# all come back), on a small real subset: 25 steps an epoch, 3 epochs, a checkpoint every 4 steps.
-COMMON = ["mnist", "--model", "cnn", "--train-subset", "1600", "--batch-size", "64", "--epochs", "3",
-          "--val-size", "500", "--eval-every", "3", "--save-every-steps", "4", "--lr", "0.002", "--no-progress"]
-ARGS = [*COMMON, "--procs", "1"]
+pytestmark = pytest.mark.e2e
+ARGS = [*RESUME_RUN, "--procs", "1"]
 
 
 def metrics(out):
@@ -42,43 +39,35 @@ def reference(data_dir, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kill_after_step", [6, 37])  # mid-epoch 1, and mid-epoch 2 (steps 26..50)
-def test_sigkill_and_resume_is_exact(reference, data_dir, tmp_path, kill_after_step):
+def test_sigkilled_twice_and_resumed_is_exact(reference, data_dir, tmp_path):
+    """Killed mid-epoch 1, resumed and killed again mid-epoch 2 (steps 26..50), resumed to the end."""
     out = tmp_path / "killed"
-    kill_mid_run(ARGS, data_dir, out, kill_after_step)
+    kill_mid_run(ARGS, data_dir, out, 6)
+    kill_mid_run([*ARGS, "--resume", "auto"], data_dir, out, 37)
     resumed = run_module("train", *ARGS, "--resume", "auto", "--data-dir", str(data_dir), "--output", str(out))
     assert "resuming from" in resumed.stdout
     assert_same_run(reference, out)
 
 
-def test_two_processes_sigkilled_and_resumed_are_exact(data_dir, tmp_path):
-    """The default command on a multi-core CPU: two data-parallel processes started by ``--procs``."""
-    args = [*COMMON, "--procs", "2"]
-    reference = tmp_path / "uninterrupted"
-    run_module("train", *args, "--data-dir", str(data_dir), "--output", str(reference))
-    out = tmp_path / "killed"
-    kill_mid_run(args, data_dir, out, 30)  # mid-epoch 2
-    resumed = run_module("train", *args, "--resume", "auto", "--data-dir", str(data_dir), "--output", str(out))
-    assert "resuming from" in resumed.stdout and "2 data-parallel processes" in resumed.stdout
-    assert_same_run(reference, out)
+def test_two_processes_stop_with_their_command_and_resume_exactly(two_process_run, data_dir, tmp_path):
+    """The default command on a multi-core CPU: two data-parallel processes started by ``--procs``.
 
-
-def test_killing_the_command_stops_its_workers(data_dir, tmp_path):
-    """SIGKILL of ``python -m train`` alone (not its group) still ends the two workers it launched."""
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "train", *COMMON, "--procs", "2", "--epochs", "20", "--data-dir", str(data_dir),
-           "--output", str(out)]
+    SIGKILL of ``python -m train`` alone (not its group) still ends the two workers it launched;
+    resumed, the run is the uninterrupted one (tests/conftest.py), bit for bit.
+    """
+    args, out = [*RESUME_RUN, "--procs", "2"], tmp_path / "killed"
+    cmd = [sys.executable, "-m", "train", *args, "--data-dir", str(data_dir), "--output", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "checkpoints").glob("ckpt-*.pdckpt")):
-        time.sleep(0.1)
-    assert proc.poll() is None, "the run ended before it could be killed"
+    wait_for_checkpoint(proc, out, 30)  # mid-epoch 2
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 30
     while time.time() < deadline and workers_of(out):
         time.sleep(0.5)
     assert not workers_of(out), "workers kept running after their command was killed"
+    resumed = run_module("train", *args, "--resume", "auto", "--data-dir", str(data_dir), "--output", str(out))
+    assert "resuming from" in resumed.stdout and "2 data-parallel processes" in resumed.stdout
+    assert_same_run(two_process_run.out, out)
 
 
 def workers_of(out) -> list[str]:
@@ -94,19 +83,24 @@ def workers_of(out) -> list[str]:
     return found
 
 
+def wait_for_checkpoint(proc: subprocess.Popen, out, step: int) -> None:
+    """Return once ``out`` holds a checkpoint of at least ``step`` steps, the run still going."""
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        steps = [int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("ckpt-*.pdckpt")]
+        if steps and max(steps) >= step:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+
+
 def kill_mid_run(args, data_dir, out, kill_after_step):
     """Start ``python -m train args``, SIGKILL it (all its processes) once a checkpoint of at least
     ``kill_after_step`` steps exists."""
     cmd = [sys.executable, "-m", "train", *args, "--data-dir", str(data_dir), "--output", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        steps = [int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("ckpt-*.pdckpt")]
-        if steps and max(steps) >= kill_after_step:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed"
+    wait_for_checkpoint(proc, out, kill_after_step)
     # No chance to clean up, as with a power cut or the OOM killer; the whole group, launcher and
     # workers included, as a power cut would.
     os.killpg(proc.pid, signal.SIGKILL)

@@ -1,10 +1,9 @@
-"""Entry point for ``python -m train`` and for ``paddle.distributed.launch ... train/__main__.py``."""
+"""Entry point for ``python -m train`` and for ``paddle.distributed.launch ... train/__main__.py``.
+
+Run as a file by the launcher, it imports ``train`` from the installed package (``pip install -e .``).
+"""
 import sys
-from pathlib import Path
 
-if not __package__:  # run as a file by Paddle's launcher: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from train.cli import main  # noqa: E402
+from train.cli import main
 
 sys.exit(main())

@@ -2,21 +2,28 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from .config import config_from_args
 from .errors import USER_ERRORS
 from .launch import processes, relaunch
-from .loop import run
+from .loop import prepare, train
+from .report import log
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train as the command line says; the exit status (2: a problem the user can fix)."""
     argv = sys.argv[1:] if argv is None else argv
     config = config_from_args(argv)
+    notes: list[str] = []
     try:
-        procs = processes(config)
-        if procs > 1:
-            return relaunch(procs, argv, config)
-        result = run(config)
+        cfg, saved = prepare(config, say=notes.append)
+        procs = processes(cfg)
+        if procs > 1:  # the workers find the same checkpoint, and say so themselves
+            return relaunch(procs, argv, Path(cfg.output) / "logs")
+        for note in notes:
+            log(note)
+        result = train(cfg, saved)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

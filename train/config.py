@@ -1,8 +1,8 @@
 """Training configuration: every default in one visible place, and the command line that sets it.
 
-A ``TrainConfig`` field left as ``None`` means "not chosen": it is filled from the checkpoint when
-resuming, otherwise from ``DEFAULTS``. That is what lets ``--resume auto`` repeat the original run
-without the user retyping its flags, and refuse flags that would change it.
+A ``TrainConfig`` field left as ``None`` means "not chosen": ``resolve`` fills it from the checkpoint
+when resuming, otherwise from the defaults. That is what lets ``--resume auto`` repeat the original
+run without the user retyping its flags, and refuse flags that would change it.
 """
 from __future__ import annotations
 
@@ -15,33 +15,27 @@ from models import REGISTRY, has_dropout
 
 from .errors import ConfigError
 
-# Defaults per task. The MNIST ones give >= 99.3% test accuracy with the default CNN.
-# Housing: the course's linear regression with plain SGD, decayed (cosine) so that every late epoch
-# sits on the least-squares optimum, trained on all 404 training rows (val_size 0: the "best"
-# checkpoint is the last epoch). A 40-row validation split has a standard error (~9 on an MSE of
-# ~28) larger than the differences between epochs, so choosing the lowest one picked lucky early
-# epochs (test MSE 53-87 instead of ~33), and a larger split costs the model the rows it needs
-# (the optimum on 324 rows is 41.6 on test). So the recipe is fixed (measured: docs/COURSE.md,
-# "Choosing a house-price model") and the final model is refit on everything.
-DEFAULTS: dict[str, dict] = {
-    "mnist": dict(model="cnn", epochs=8, batch_size=256, optimizer="adam", lr=0.004,
-                  lr_schedule="cosine", warmup_epochs=0.5, val_size=5000, augment="light", procs="auto"),
-    "housing": dict(model="linear", epochs=100, batch_size=32, optimizer="sgd", lr=0.05,
-                    lr_schedule="cosine", warmup_epochs=0.0, val_size=0, augment="none", procs="1"),
-}
-# Defaults of one model that differ from its task's. The housing MLP overfits 404 rows without
-# shrinkage (test MSE 44-88 over 3 seeds); L2 0.1 gives 15-19 over 6 seeds (0.03 and 0.3 pass too).
-# The course's digit networks train as the course did, on the images as they are.
-MODEL_DEFAULTS: dict[tuple[str, str], dict] = {
-    ("housing", "mlp"): dict(weight_decay=0.1),
-    ("mnist", "course_cnn"): dict(augment="none"),
-    ("mnist", "course_cnn3"): dict(augment="none"),
-    ("mnist", "mlp"): dict(augment="none"),
-}
-COMMON_DEFAULTS: dict = dict(
-    weight_decay=0.0, dropout=None, seed=42, device="auto", amp=False, num_workers=0,
-    data_dir=None, output=None, eval_every=1, early_stop=0, log="none", save_every_steps=0,
-    keep_last=3, train_subset=0, max_steps=0, softmax_before_loss=False, progress=True,
+# The defaults, each with its reason. Those of one task (model, epochs, batch size, optimizer, lr
+# and schedule, validation split, augmentation, processes) are in its row of common/tasks.py
+# (``train_defaults``, and ``model_defaults`` where one model differs from its task's).
+DEFAULTS: dict = dict(
+    weight_decay=0.0,            # no shrinkage unless a recipe needs it (the housing MLP's does)
+    dropout=None,                # the model's own
+    seed=42,                     # fixed, so that one command always trains the same run
+    device="auto",               # the GPU when Paddle has CUDA and sees one
+    amp=False,                   # float16 autocast is GPU-only and changes the numbers: opt in
+    num_workers=0,               # the splits are in memory: worker processes would only add start-up
+    data_dir=None,               # Paddle's cache, ~/.cache/paddle/dataset/<name>
+    output=None,                 # runs/<task>-<model>
+    eval_every=1,                # validation and test after every epoch: the curves a learner reads
+    early_stop=0,                # off: the recipes' epochs are what they need
+    log="none",                  # metrics.jsonl and curves.png are always written; VisualDL is opt-in
+    save_every_steps=0,          # a checkpoint at the end of every epoch is enough for minute-long epochs
+    keep_last=3,                 # a few to fall back on past a damaged one, without filling the disk
+    train_subset=0,              # all the training data
+    max_steps=0,                 # no limit
+    softmax_before_loss=False,   # the course's bug, reproduced only on request
+    progress=True,               # a live bar; per-epoch lines are printed either way
 )
 
 TASKS = tuple(tasks.TASKS)
@@ -99,33 +93,45 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def task_of(name: str) -> tasks.Task:
+    """The task row called ``name``; ``ConfigError`` naming the known ones otherwise."""
+    if name not in tasks.TASKS:
+        raise ConfigError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    return tasks.TASKS[name]
+
+
+def defaults_for(task: str, model: str | None = None) -> dict:
+    """Every field's default for ``task`` (and ``model``, default: the task's)."""
+    row = task_of(task)
+    model = model or row.train_defaults["model"]
+    return {**DEFAULTS, **row.train_defaults, **row.model_defaults.get(model, {}), "model": model}
+
+
+def default_output(task: str, model: str | None) -> str:
+    """The run folder of ``--output`` unset: ``runs/<task>-<model>``."""
+    return f"runs/{task}-{defaults_for(task, model)['model']}"
+
+
 def resolve(config: TrainConfig, saved: dict | None = None) -> TrainConfig:
     """Fill unset fields from a checkpoint's config (``saved``) or the defaults, and validate.
 
     Raises ``ConfigError`` if an explicitly set identity field contradicts the checkpoint.
     """
-    if config.task not in TASKS:
-        raise ConfigError(f"unknown task {config.task!r}; choose from {', '.join(TASKS)}")
+    task_of(config.task)
     if saved is not None:
-        saved = {"augment": "none", **saved}  # checkpoints from before --augment trained without it
+        saved = {"augment": "none", **saved}  # a checkpoint without the field trained without augmentation
         clashes = [f"--{k.replace('_', '-')} {getattr(config, k)!r} (checkpoint: {saved.get(k)!r})"
                    for k in IDENTITY_FIELDS
                    if getattr(config, k) is not None and getattr(config, k) != saved.get(k)]
         if clashes:
             raise ConfigError("cannot resume with settings that change the run: " + "; ".join(clashes)
                               + ". Drop these flags, or start a new run in another --output folder")
-    model = config.model or (saved or {}).get("model") or DEFAULTS[config.task]["model"]
-    defaults = {**COMMON_DEFAULTS, **DEFAULTS[config.task], **MODEL_DEFAULTS.get((config.task, model), {})}
+    inherited = {k: v for k, v in (saved or {}).items() if k not in PER_INVOCATION}
+    defaults = defaults_for(config.task, config.model or inherited.get("model"))
     values = {}
-    for f in fields(TrainConfig):
-        value = getattr(config, f.name)
-        if value is None and saved is not None and f.name in saved and f.name not in PER_INVOCATION:
-            value = saved[f.name]
-        if value is None:
-            value = defaults.get(f.name)
-        values[f.name] = value
-    if values["output"] is None:
-        values["output"] = f"runs/{config.task}-{values['model']}"
+    for source in (defaults, inherited, dataclasses.asdict(config)):  # later sources win where they are set
+        values.update({f.name: source[f.name] for f in fields(TrainConfig) if source.get(f.name) is not None})
+    values.setdefault("output", default_output(config.task, values["model"]))
     cfg = TrainConfig(**values)
     _validate(cfg)
     return cfg
@@ -181,7 +187,7 @@ def split_batch(batch_size: int, procs: int) -> int:
 
 
 # The command line: (flag, argparse options, what it does). The default each help line ends with is
-# generated from DEFAULTS / COMMON_DEFAULTS, so the two cannot disagree.
+# generated from the defaults, so the two cannot disagree.
 FLAGS: list[tuple[str, dict, str]] = [
     ("--model", {}, "network from models/: " + "; ".join(f"{t}: {', '.join(REGISTRY[t])}" for t in TASKS)),
     ("--epochs", {"type": int}, "passes over the training data; raise it on --resume to extend a finished run"),
@@ -225,12 +231,14 @@ FLAGS: list[tuple[str, dict, str]] = [
 
 
 def default_text(field: str) -> str:
-    """``(default: ...)`` for a field: per task when the tasks differ, else the common value."""
-    per_model = "".join(f"; {t} {m}: {d[field]}" for (t, m), d in MODEL_DEFAULTS.items() if field in d)
-    if field not in DEFAULTS["mnist"]:
-        value = COMMON_DEFAULTS.get(field)
+    """``(default: ...)`` for a field: per task when the tasks set it, else the common value."""
+    rows = tasks.TASKS.values()
+    per_model = "".join(f"; {t.name} {m}: {d[field]}" for t in rows for m, d in t.model_defaults.items()
+                        if field in d)
+    if not any(field in t.train_defaults for t in rows):
+        value = DEFAULTS.get(field)
         return "" if value is None else f" (default: {value}{per_model})"
-    return " (default: " + ", ".join(f"{t} {DEFAULTS[t][field]}" for t in DEFAULTS) + per_model + ")"
+    return " (default: " + ", ".join(f"{t.name} {defaults_for(t.name)[field]}" for t in rows) + per_model + ")"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         field = options.get("dest", flag[2:].replace("-", "_"))
         if options.get("action") in ("store_true", "store_false"):
             options = {**options, "default": None}
-            text += "" if field not in COMMON_DEFAULTS or COMMON_DEFAULTS[field] != (options["action"] == "store_true") \
+            text += "" if field not in DEFAULTS or DEFAULTS[field] != (options["action"] == "store_true") \
                 else " (on by default)"
         else:
             text += default_text(field)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import paddle
 
-from .config import TrainConfig, resolve, split_batch
+from .config import TrainConfig, split_batch
 
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 MAIN = Path(__file__).resolve().parent / "__main__.py"
@@ -32,19 +32,17 @@ def launched() -> bool:
     return "PADDLE_TRAINERS_NUM" in os.environ or "PADDLE_TRAINER_ID" in os.environ
 
 
-def processes(config: TrainConfig) -> int:
-    """How many processes the command line should train with (1: just run here)."""
+def processes(cfg: TrainConfig) -> int:
+    """How many processes the command line should train ``cfg`` (resolved) with; 1: just run here."""
     if launched():
         return 1
-    cfg = resolve(config)  # checks every flag before anything starts
     if cfg.procs != "auto":
         procs = int(cfg.procs)
     elif cfg.device == "gpu" or (cfg.device == "auto" and paddle.device.cuda.device_count() > 0):
         procs = 1
     else:
         procs = max(1, min(AUTO_MAX, os.cpu_count() or 1))
-    if config.resume is None:  # a resumed run's batch comes from its checkpoint: the workers check it
-        split_batch(cfg.batch_size, procs)
+    split_batch(cfg.batch_size, procs)  # refused here, before any process starts
     return procs
 
 
@@ -58,12 +56,11 @@ def _stop_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def relaunch(procs: int, argv: list[str], config: TrainConfig) -> int:
+def relaunch(procs: int, argv: list[str], logs: Path) -> int:
     """Run this same command as ``procs`` workers under Paddle's launcher; return its exit code.
 
-    The workers' logs go to ``<output>/logs/workerlog.N``; rank 0's lines are shown here as they come.
+    The workers' logs go to ``logs/workerlog.N``; rank 0's lines are shown here as they come.
     """
-    logs = Path(resolve(config).output) / "logs"
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(procs),
            "--log_dir", str(logs), "--", str(MAIN), *argv]  # "--": our --log would be an ambiguous launcher option
     print(f"[train] {procs} data-parallel processes (--procs 1 for one): python -m paddle.distributed.launch "

@@ -1,10 +1,10 @@
 """The course's homework, reproduced: one change at a time to the course CNN, each a `python -m train` run.
 
-    python bench/course_experiments.py                      # everything: 65 epochs of the course CNN
-                                                            # (70-100 min on one free core) + house prices
-    python bench/course_experiments.py --only baseline,sgd  # a subset of the MNIST variants
-    python bench/course_experiments.py --no-mnist           # house prices only (a few minutes)
-    python bench/course_experiments.py --report-only        # rewrite the table from finished runs
+    python -m experiments.course                      # everything: 65 epochs of the course CNN
+                                                      # (70-100 min on one free core) + house prices
+    python -m experiments.course --only baseline,sgd  # a subset of the MNIST variants
+    python -m experiments.course --no-mnist           # house prices only (a few minutes)
+    python -m experiments.course --report-only        # rewrite the table from finished runs
 
 Every variant is a subprocess ``python -m train mnist ...`` with its own ``--output runs/course/<name>``,
 so the command printed in the table is exactly what a learner can type. Interrupt the sweep at any
@@ -32,11 +32,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a file: make `train` and `bench` importable
-    sys.path.insert(0, str(ROOT))
-
+from bench.harness import ROOT, stopwatch
+from bench.report import git_revision, machine
 from common.atomic import atomic_write_bytes, atomic_write_text
+from train.config import defaults_for
 
 # The course's code: Adam at 0.01, batch 100, 5 epochs, no schedule (the toolkit's defaults differ).
 COURSE_BASE = {"--model": "course_cnn", "--optimizer": "adam", "--lr": "0.01", "--batch-size": "100",
@@ -143,8 +142,7 @@ def target_epochs(argv: list[str]) -> int:
     """The ``--epochs`` value of a ``python -m train TASK ...`` command, else the task's default."""
     if "--epochs" in argv:
         return int(argv[argv.index("--epochs") + 1])
-    from train.config import DEFAULTS
-    return DEFAULTS[argv[3]]["epochs"]
+    return defaults_for(argv[3])["epochs"]
 
 
 def is_finished(rows: list[dict], epochs: int, max_steps: int) -> bool:
@@ -210,9 +208,10 @@ def run_variant(task: str, v: Variant, args, budget: dict) -> str:
         argv.append("--resume")  # --resume with no value means auto
     argv.append("--no-progress")
     print(f"[course] {task}/{v.name}: {shlex.join(argv)}", flush=True)
-    start, before = time.perf_counter(), children_cpu()
-    proc = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, check=False)
-    wall, cpu = time.perf_counter() - start, children_cpu() - before
+    walls, before = [], children_cpu()
+    with stopwatch(walls):
+        proc = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, check=False)
+    wall, cpu = walls[0], children_cpu() - before
     if proc.returncode != 0:
         raise SystemExit(f"[course] {task}/{v.name} failed with exit code {proc.returncode}")
     add_times(out, wall, cpu)
@@ -223,7 +222,7 @@ def run_variant(task: str, v: Variant, args, budget: dict) -> str:
 # --- house prices on raw features: the one thing the toolkit's training path cannot do ---------
 def raw_feature_sgd(data_dir: str | None, lr: float, epochs: int = 100, batch_size: int = 32,
                     seed: int = 42) -> float:
-    """BENCH-ONLY: linear regression with plain SGD on *unnormalised* features; returns test MSE.
+    """Linear regression with plain SGD on *unnormalised* features, outside the toolkit; returns test MSE.
 
     ``python -m train housing`` always standardises features (with training statistics), so this
     short explicit Paddle loop exists only for the "without normalisation" comparison row.
@@ -260,9 +259,10 @@ def raw_results(args) -> list[dict]:
         return json.loads(cache.read_text())
     rows = []
     for lr in RAW_LRS:
-        start = time.perf_counter()
-        mse = raw_feature_sgd(args.data_dir, lr)
-        rows.append({"lr": lr, "test_mse": mse, "seconds": time.perf_counter() - start})
+        seconds: list[float] = []
+        with stopwatch(seconds):
+            mse = raw_feature_sgd(args.data_dir, lr)
+        rows.append({"lr": lr, "test_mse": mse, "seconds": seconds[0]})
         print(f"[course] housing/raw lr {lr:g}: test MSE {mse:.2f}", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(rows, indent=1) + "\n")
@@ -351,7 +351,7 @@ def housing_table(args, budget_h: dict) -> str:
     for r in json.loads(cache.read_text()) if cache.exists() else []:
         mse = "diverged (inf/NaN)" if r["test_mse"] == float("inf") else f"{r['test_mse']:.2f}"
         ratio = f"{r['test_mse'] / LSQ_TEST_MSE:.2f}x" if r["test_mse"] != float("inf") else "—"
-        lines.append(f"| linear, SGD lr {r['lr']:g}, 100 epochs, batch 32 | **raw** (bench-only loop, see "
+        lines.append(f"| linear, SGD lr {r['lr']:g}, 100 epochs, batch 32 | **raw** (a loop of its own, see "
                      f"below) | {mse} | {ratio} | {r['seconds']:.1f} s | {raw_note(r)} | `raw_feature_sgd(lr={r['lr']:g})` |")
     lines.append(f"| closed-form least squares (training MSE {LSQ_TRAIN_MSE:.2f}: the floor for any linear "
                  f"model) | normalised | {LSQ_TEST_MSE:.2f} | 1.00x | — | the exact optimum | "
@@ -410,17 +410,15 @@ def plot_val_curves(curves: dict, path: Path) -> None:
 
 def write_report(args, budget: dict, budget_h: dict, started: float) -> None:
     """Write the results Markdown and the curves PNG from whatever runs exist."""
-    from bench.report import git_revision, machine
-
     results, figure = Path(args.results), Path(args.figure)
     mnist, curves = mnist_table(args, budget)
     plot_val_curves(curves, figure)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    me = shlex.join(["python", "bench/course_experiments.py", *sys.argv[1:]])
+    me = shlex.join(["python", "-m", "experiments.course", *sys.argv[1:]])
     text = f"""# The course's experiments, reproduced
 
 Written by `{me}` — machine: {machine()}; date: {stamp}, commit {git_revision()}.
-Each row is one `python -m train` run, trained by `python bench/course_experiments.py` (the
+Each row is one `python -m train` run, trained by `python -m experiments.course` (the
 command column is exactly what ran; add `--resume` to continue one). Rerun the script to resume a
 half-finished sweep (finished rows are skipped); `--report-only` rewrites this file from the runs.
 
@@ -454,7 +452,7 @@ better), but here it does worse: see its row.
 {housing_table(args, budget_h)}
 
 The **raw** rows do not go through `python -m train` (which always normalises): they are a short
-bench-only Paddle loop, `raw_feature_sgd` in `bench/course_experiments.py`, the same model, split,
+Paddle loop, `raw_feature_sgd` in `experiments/course.py`, the same model, split,
 batch and epochs on unnormalised features. With features of very different scales (TAX ~400,
 NOX ~0.5) one learning rate is either too large for the big features (divergence) or far too small
 for the small ones (crawling), which is why the course normalises.
@@ -466,7 +464,8 @@ for the small ones (crawling), which is why the course normalises.
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     names = [v.name for v in VARIANTS]
-    p = argparse.ArgumentParser(description="Run the course's experiments with the toolkit and write "
+    p = argparse.ArgumentParser(prog="python -m experiments.course",
+                                description="Run the course's experiments with the toolkit and write "
                                             "docs/COURSE_RESULTS.md.")
     p.add_argument("--only", help="comma-separated MNIST variants to run (default all): " + ", ".join(names))
     p.add_argument("--no-housing", action="store_true", help="skip the house-price runs")
@@ -484,6 +483,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--train-subset", type=int, default=0, help="train on the first N images")
     g.add_argument("--max-steps", type=int, default=0, help="stop each run after N steps")
     g.add_argument("--val-size", type=int, help="validation images (default 5000)")
+    g.add_argument("--procs", help="data-parallel processes of each run (default: the command's own, auto)")
     args = p.parse_args(argv)
     if args.only:
         unknown = set(args.only.split(",")) - set(names)
@@ -495,7 +495,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def budget_flags(args) -> dict:
     """The budget options as flags that override every MNIST variant's own."""
     values = (("--epochs", args.epochs), ("--train-subset", args.train_subset),
-              ("--max-steps", args.max_steps), ("--val-size", args.val_size))
+              ("--max-steps", args.max_steps), ("--val-size", args.val_size), ("--procs", args.procs))
     return {flag: str(value) for flag, value in values if value}
 
 
