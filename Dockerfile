@@ -1,4 +1,4 @@
-# The serving image: gunicorn + Flask + Paddle Inference, serving the bundles mounted at /models.
+# The serving image: the production server (granian + Flask + Paddle Inference), serving the bundles mounted at /models.
 #
 #   docker build -t paddle-d2s-serve .                                   # CPU
 #   docker build --build-arg VARIANT=gpu -t paddle-d2s-serve:gpu .       # GPU (CUDA 12.6)
@@ -50,10 +50,11 @@ RUN /opt/venv/bin/pip install --no-cache-dir -c requirements-serve.txt --editabl
  && groupadd --system --gid 10001 serve \
  && useradd --system --uid 10001 --gid serve --no-create-home --home-dir /tmp --shell /usr/sbin/nologin serve
 
-# HOME=/tmp: Paddle creates ~/.cache/paddle at import and gunicorn its control socket in ~/.gunicorn,
-# so home must be writable; /tmp is the only writable place (an emptyDir under Kubernetes, whose
-# root filesystem is read-only). Workers x predictors x math threads = 2 x 1 x 1 = 2 cores (the
-# thread arithmetic of docs/SERVING.md); four HTTP threads per worker overlap I/O and decoding.
+# HOME=/tmp: Paddle creates ~/.cache/paddle at import, so home must be writable; /tmp is the only
+# writable place (an emptyDir under Kubernetes, whose root filesystem is read-only), and the metrics
+# files of the workers go there too. Workers x predictors x math threads = 2 x 1 x 1 = 2 cores (the
+# thread arithmetic of docs/SERVING.md); each worker runs one request at a time while its event
+# loop receives the next ones. The limits (docs/SERVING.md, Limits) keep their defaults.
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -61,7 +62,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     SERVE_MODELS=/models \
     SERVE_BIND=0.0.0.0:8000 \
     SERVE_WORKERS=2 \
-    SERVE_GUNICORN_THREADS=4 \
     SERVE_POOL_SIZE=1 \
     SERVE_THREADS=1
 
@@ -71,4 +71,4 @@ EXPOSE 8000
 # start-period: importing Paddle and warming every model up takes seconds to a minute.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "deploy/docker/healthcheck.py"]
-CMD ["gunicorn", "-c", "serve/gunicorn_conf.py", "serve.app:create_app()"]
+CMD ["python", "-m", "serve"]

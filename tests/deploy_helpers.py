@@ -30,7 +30,6 @@ from .conftest import ROOT
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 INFERENCE_SERVICE = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
 KSERVE_SCHEMA = ROOT / "tests" / "schemas" / "kserve-inferenceservice-v1beta1.json"
-GUNICORN_SETTINGS = {"BIND": str, "WORKERS": int, "GUNICORN_THREADS": int}  # SERVE_* read by serve/gunicorn_conf.py
 HOUSE = {"CRIM": 0.00632, "ZN": 18, "INDUS": 2.31, "CHAS": 0, "NOX": 0.538, "RM": 6.575, "AGE": 65.2,
          "DIS": 4.09, "RAD": 1, "TAX": 296, "PTRATIO": 15.3, "B": 396.9, "LSTAT": 4.98}
 
@@ -69,7 +68,7 @@ class Process:
     def __init__(self, argv: list[str], *, cwd: Path, env: dict, log: Path, url: str):
         self.url, self.log_path = url, log
         self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # its own group: gunicorn's workers go with it
+                                     start_new_session=True)  # its own group: the workers go with it
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -77,10 +76,9 @@ class Process:
     def wait_ready(self, timeout: float = 180, workers: int = 1) -> float:
         """Seconds until ``/v2/health/ready`` answers 200 and ``workers`` processes have loaded their models.
 
-        Under gunicorn every worker loads the models itself, and /v2/health/ready answers for the
-        worker that happens to take the request: one ready answer does not mean that the others
-        are, so their "model versions ready" log lines are counted too. Fails with the log if
-        the process dies first.
+        Every worker loads the models itself, and /v2/health/ready answers for the worker that
+        happens to take the request: one ready answer does not mean that the others are, so their
+        "model versions ready" log lines are counted too. Fails with the log if the process dies first.
         """
         start = time.monotonic()
         while time.monotonic() - start < timeout:
@@ -88,7 +86,7 @@ class Process:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 ready = requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
-            except (requests.ConnectionError, requests.Timeout):  # no worker accepts until its models load
+            except (requests.ConnectionError, requests.Timeout):  # nothing listens until a worker's models load
                 ready = False
             if ready and self.log_path.read_text(errors="replace").count("model versions ready") >= workers:
                 return time.monotonic() - start

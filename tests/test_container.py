@@ -49,7 +49,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its children (gunicorn's master and workers)."""
+    """``pid`` and its children (the server's main process and workers)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [pid, *map(int, children)]
 
@@ -101,9 +101,9 @@ def test_image_configuration():
     assert image.base == "base-cpu" and args == {"VARIANT": "cpu"}
     assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", image.user), "USER must be numeric, non-root (runAsNonRoot checks it)"
     assert image.workdir == "/app" and image.env["SERVE_MODELS"] == "/models" and image.expose == ["8000"]
-    assert image.cmd == ["gunicorn", "-c", "serve/gunicorn_conf.py", "serve.app:create_app()"] and not image.entrypoint
+    assert image.cmd == ["python", "-m", "serve"] and not image.entrypoint  # the production server, settings from ENV
     assert image.healthcheck["cmd"] == ["python", "deploy/docker/healthcheck.py"]
-    assert image.env["HOME"] == "/tmp", "Paddle and gunicorn write under HOME; /tmp is the writable place"
+    assert image.env["HOME"] == "/tmp", "Paddle writes under HOME; /tmp is the writable place"
     gpu, _, _ = read_image(DOCKERFILE, {"VARIANT": "gpu"})
     assert gpu.base == "base-gpu" and (gpu.env, gpu.cmd, gpu.user) == (image.env, image.cmd, image.user)
 
@@ -151,7 +151,7 @@ class NotInTheImage:
 
 sys.meta_path.insert(0, NotInTheImage())
 from serve.app import create_app
-import gunicorn.app.wsgiapp, gunicorn.workers.gthread, prometheus_client.multiprocess  # what the CMD loads
+import granian.server.mp, serve.server, prometheus_client.multiprocess  # what the CMD loads
 client = create_app({{"MODELS": {str(models)!r}, "POOL_SIZE": 1, "WARMUP_BATCHES": 1}}).test_client()
 while client.get("/v2/health/ready").status_code != 200:
     time.sleep(0.2)
@@ -179,7 +179,7 @@ def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
         return subprocess.run(health, cwd=container.cwd, env=container.env, capture_output=True, timeout=30).returncode
 
     assert healthcheck() == 1  # nothing listening yet
-    server = container.start(tmp_path / "gunicorn.log")
+    server = container.start(tmp_path / "server.log")
     try:
         server.wait_ready(timeout=180, workers=int(image.env["SERVE_WORKERS"]))
         assert healthcheck() == 0
@@ -192,12 +192,12 @@ def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
         assert 'serve_requests_total{method="POST",route="/predict/digit",status="200"}' in metrics
 
         pids = process_tree(server.proc.pid)
-        assert len(pids) == 1 + int(image.env["SERVE_WORKERS"]), "one master and SERVE_WORKERS workers"
+        assert len(pids) == 1 + int(image.env["SERVE_WORKERS"]), "one main process and SERVE_WORKERS workers"
         check_memory_fits_the_deployment(sum(map(rss_bytes, pids)))
         check_system_libraries_are_installed(image, master=pids[0], worker=pids[1])
     finally:
         status = server.stop()
-    assert status == 0, f"gunicorn did not stop cleanly on SIGTERM ({status}):\n{server.log()}"
+    assert status == 0, f"the server did not stop cleanly on SIGTERM ({status}):\n{server.log()}"
     # Read-only root filesystem, read-only bundle mount: every write went to /tmp (HOME included).
     assert snapshot(container.root / "app") == before_app, "the server wrote into /app"
     assert snapshot(models) == before_models, "the server wrote into the bundles"

@@ -31,7 +31,7 @@ from serve import config as serve_config
 from train.config import config_from_args, resolve
 
 from .conftest import ROOT, run_module
-from .deploy_helpers import (GUNICORN_SETTINGS, HOUSE, ImageRun, Process, dependency_closure, drawn_digit_png,
+from .deploy_helpers import (HOUSE, ImageRun, Process, dependency_closure, drawn_digit_png,
                              export_small_bundles, free_port, inference_service, kserve_validator, manifests)
 from .dockerfile import read_image
 from .packaging_helpers import declared
@@ -139,13 +139,10 @@ def run_settings(command: str) -> tuple[dict[str, list[str]], dict[str, str], st
     (mount,) = flags["-v"]
     assert mount.split(":")[1] == image.env["SERVE_MODELS"], f"{command}: bundles go to {image.env['SERVE_MODELS']}"
     settings = dict(e.split("=", 1) for e in flags.get("-e", []))
-    for key, value in settings.items():  # settings the server (or gunicorn's conf) reads, with values it accepts
+    for key, value in settings.items():  # settings the server reads, with values it accepts
         name = key.removeprefix("SERVE_")
-        assert key.startswith("SERVE_") and (name in serve_config.DEFAULTS or name in GUNICORN_SETTINGS), key
-        if name in serve_config.DEFAULTS:
-            serve_config._parse(name, value)
-        else:
-            GUNICORN_SETTINGS[name](value)
+        assert key.startswith("SERVE_") and name in serve_config.DEFAULTS, key
+        serve_config._parse(name, value)
     return flags, settings, image_tag
 
 

@@ -17,7 +17,7 @@ import pytest
 from serve import config as serve_config
 
 from .conftest import ROOT
-from .deploy_helpers import GUNICORN_SETTINGS, inference_service, kserve_validator, manifests
+from .deploy_helpers import inference_service, kserve_validator, manifests
 from .dockerfile import read_image
 
 KUBERNETES_VERSIONS = ("1.28.0", kubernetes_validate.utils.latest_version())  # the oldest we claim, the newest known
@@ -69,18 +69,15 @@ def test_settings_are_the_servers_own():
             assert key == "PROMETHEUS_MULTIPROC_DIR", key
             continue
         name = key[len("SERVE_"):]
-        assert name in serve_config.DEFAULTS or name in GUNICORN_SETTINGS, f"{key}: the server has no such setting"
-        if name in serve_config.DEFAULTS:
-            serve_config._parse(name, value)  # raises ValueError for a value the server refuses
-        else:
-            GUNICORN_SETTINGS[name](value)
+        assert name in serve_config.DEFAULTS, f"{key}: the server has no such setting"
+        serve_config._parse(name, value)  # raises ValueError for a value the server refuses
     image, _, _ = read_image(ROOT / "Dockerfile")
     assert data["SERVE_BIND"].rsplit(":", 1)[1] in image.expose, "the port the image exposes"
     assert data["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/"), "per pod, on the pod's own emptyDir"
 
 
 def test_resources_follow_the_thread_arithmetic():
-    """CPUs = workers x predictors per model x math threads (docs/SERVING.md); KServe's target = HTTP threads."""
+    """CPUs = workers x predictors per model x math threads (docs/SERVING.md); KServe's target = 4 per worker."""
     data = manifests()["ConfigMap"]["data"]
     predictor_threads = int(data["SERVE_WORKERS"]) * int(data["SERVE_POOL_SIZE"]) * int(data["SERVE_THREADS"])
     isvc = inference_service()["spec"]["predictor"]
@@ -89,7 +86,21 @@ def test_resources_follow_the_thread_arithmetic():
         assert resources["limits"] == resources["requests"], "Guaranteed QoS: limits equal requests"
     assert isvc["containers"][0]["resources"] == container(manifests()["Deployment"])["resources"]
     assert isvc["scaleMetric"] == "concurrency"
-    assert isvc["scaleTarget"] == int(data["SERVE_WORKERS"]) * int(data["SERVE_GUNICORN_THREADS"])
+    assert isvc["scaleTarget"] == 4 * int(data["SERVE_WORKERS"])
+
+
+MODELS_MIB = 1.2 * 1024  # the workers with both models loaded, as deployment.yaml says (test_container measures it)
+
+
+def test_memory_budgets_fit_beside_the_models():
+    """What requests may hold (body and decode budgets, per worker, times the workers) fits in the pod's memory
+    limit beside the loaded models (tests/test_hostile.py measures the whole under the costliest uploads)."""
+    data = manifests()["ConfigMap"]["data"]
+    settings = serve_config.resolve(serve_config.from_env({k: v for k, v in data.items() if k.startswith("SERVE_")}))
+    per_worker = settings["BODY_BUDGET_MB"] + settings["DECODE_BUDGET_MB"]
+    limit = container(manifests()["Deployment"])["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi")
+    assert settings["WORKERS"] * per_worker + MODELS_MIB <= float(limit[:-2]) * 1024
 
 
 def test_deployment_service_autoscaler_and_budget_fit_together():

@@ -1,7 +1,7 @@
 """Container health check: exit 0 if the server says ready (200 on /v2/health/ready), else 1.
 
 The Dockerfile's HEALTHCHECK runs it as ``python deploy/docker/healthcheck.py``. Standard library
-only, and the port comes from SERVE_BIND, the variable gunicorn binds to (serve/gunicorn_conf.py),
+only, and the port comes from SERVE_BIND, the address the server binds (serve/config.py),
 so moving the server to another port needs no second setting. A unix-socket bind is not supported.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import urllib.request
 
 
 def ready_url(bind: str) -> str:
-    """``http://127.0.0.1:PORT/v2/health/ready`` for a gunicorn bind such as ``0.0.0.0:8000``."""
+    """``http://127.0.0.1:PORT/v2/health/ready`` for a bind such as ``0.0.0.0:8000``."""
     port = bind.rsplit(":", 1)[-1]
     return f"http://127.0.0.1:{port}/v2/health/ready"
 
