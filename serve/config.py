@@ -11,6 +11,8 @@ import os
 
 from flask import current_app
 
+from common.runtimes import RUNTIMES
+
 ENV_PREFIX = "SERVE_"
 
 # Every setting and its default. Types come from the defaults (env values are parsed to them).
@@ -37,7 +39,7 @@ DEFAULTS: dict = {
     "WORKERS": 2,                  # worker processes
     "GUNICORN_THREADS": 1,         # HTTP threads per worker (and, unless POOL_SIZE is set, predictors per model)
 }
-CHOICES = {"DEVICE": ("cpu", "gpu"), "BACKEND": ("auto", "paddle", "onnxruntime", "openvino")}
+CHOICES = {"DEVICE": ("cpu", "gpu"), "BACKEND": ("auto", *RUNTIMES)}
 
 
 def current() -> dict:
