@@ -10,6 +10,8 @@ proven), plus one whose Python-side randomness makes it impossible to prove.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -24,7 +26,8 @@ def zoo_weights(net: nn.Layer, shape=(16, 3, 32, 32), batches: int = 2, seed: in
     for norm in norms:
         norm._momentum = 0.0  # each batch replaces the statistics: the last one is what stays
     net.train()
-    with paddle.no_grad():
+    with paddle.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="When training, we now always track")  # what this wants
         for _ in range(batches):
             net(paddle.to_tensor(rng.standard_normal(shape).astype("float32")))
     for norm in norms:
