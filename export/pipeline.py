@@ -43,7 +43,7 @@ from common.tasks import Samples, TensorSpec, Tolerance
 from . import LAYER_TOLERANCE, ExportError, ExportWarning, breaks, inputs, parity, paths, place
 from .onnx import to_onnx
 from .report import report_lines
-from .signature import Feed, default_output_names, feed_from_tensor, feeds_from_specs, parse_input  # noqa: F401
+from .signature import Feed, default_output_names, feed_from_tensor, feeds_from_specs, parse_input
 
 FORMATS = ("json", "pdmodel")
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,14 +311,22 @@ def output_specs(plan: Plan, feeds, expected: list) -> list[TensorSpec]:
         structure = plan.layer(*[paddle.to_tensor(a) for a in first.arrays])
     names = plan.output_names or default_output_names(structure)
     calls = [(call.keep, outs) for case, per_case in zip(feeds.cases, expected) for call, outs in zip(case.calls, per_case)]
-    if len(names) != len(calls[0][1]):
-        raise ExportError(f"{len(names)} output names for {len(calls[0][1])} outputs of {parity.layer_name(plan.layer)}")
+    counts = sorted({len(outs) for _, outs in calls})
+    if len(counts) > 1:
+        raise ExportError(f"{parity.layer_name(plan.layer)} returns {' or '.join(map(str, counts))} tensors depending "
+                          f"on its input; a static graph has one signature: {breaks.CONTROL_FLOW_HINT}")
+    if len(names) != counts[0]:
+        raise ExportError(f"{len(names)} output names for {counts[0]} outputs of {parity.layer_name(plan.layer)}")
     return [output_spec(name, [(rows, outs[i]) for rows, outs in calls]) for i, name in enumerate(names)]
 
 
 def output_spec(name: str, seen: list[tuple[int, np.ndarray]]) -> TensorSpec:
     """One output from its arrays over the parity calls (with each call's rows): a dimension that varied is -1."""
-    dtype = str(seen[0][1].dtype)
+    dtypes = sorted({str(a.dtype) for _, a in seen})
+    if len(dtypes) > 1:
+        raise ExportError(f"output {name!r} is {' or '.join(dtypes)} depending on the input; a static graph has "
+                          f"one dtype per output: {breaks.CONTROL_FLOW_HINT}")
+    dtype = dtypes[0]
     if dtype not in DTYPES:
         raise ExportError(f"output {name!r} has dtype {dtype}, which bundles cannot declare")
     shapes = {a.shape for _, a in seen}
@@ -406,14 +414,14 @@ def save_graph(plan: Plan, folder: Path, fmt: str, batch: int | None, sites=()) 
 
     Returns the graph's control flow (``paths.control_flow``), None when not inspected (legacy format)."""
     if fmt == "json":
-        return save_static(plan.layer, [f.spec(batch) for f in plan.inputs], folder, sites)
+        return paths.control_flow(save_static(plan.layer, [f.spec(batch) for f in plan.inputs], folder, sites))
     save_legacy(plan.recipe, plan.inputs, batch, folder)
     return None
 
 
-def save_static(layer: nn.Layer, spec: list, folder: Path, sites=()) -> dict:
-    """Convert a copy of ``layer`` (the original stays dygraph, for parity), save it in ``folder``; returns its
-    control flow. A failure is one line naming the user's code (``breaks.conversion_error``)."""
+def save_static(layer: nn.Layer, spec: list, folder: Path, sites=()):
+    """Convert a copy of ``layer`` (the original stays dygraph, for parity), save it in ``folder``; returns the
+    converted layer. A failure is one line naming the user's code (``breaks.conversion_error``)."""
     printed = io.StringIO()  # a print in forward runs once here, on symbolic values: a note says so instead
     try:
         with contextlib.redirect_stdout(printed), warnings.catch_warnings():
@@ -426,7 +434,7 @@ def save_static(layer: nn.Layer, spec: list, folder: Path, sites=()) -> dict:
     except Exception as exc:  # any conversion failure is the model's code, not ours: say what to change
         raise ExportError(breaks.conversion_error(parity.layer_name(layer), exc, list(sites),
                                                   paths.user_files(layer))) from exc
-    return paths.control_flow(static)
+    return static
 
 
 def save_legacy(recipe: dict, feeds: list[Feed], batch: int | None, folder: Path, timeout: float = 600) -> None:
