@@ -66,7 +66,7 @@ class Plan:
     task: str                       # Global.task ("custom" for a layer)
     samples: Samples                # real parity inputs (x: one array per input; may be empty) and targets
     tolerance: Tolerance
-    recipe: dict                    # how python -m export.legacy (and export.verify) rebuild ``layer``
+    recipe: dict                    # how python -m export.legacy rebuilds ``layer`` in a child process
     source: dict                    # provenance for the manifest
     preprocess: dict | None = None  # inference.yml PreProcess / PostProcess
     postprocess: dict | None = None
@@ -129,7 +129,7 @@ def export_layer(layer: nn.Layer, input_spec: list, out: str | Path, *, output_n
     rows, origin = inputs.read_samples(samples, feeds) if samples is not None else ([], "")
     plan = Plan(layer=layer, inputs=feeds, outputs=[], name=name or type(layer).__name__, task=CUSTOM_TASK,
                 samples=Samples(rows, np.zeros(0), origin), tolerance=tolerance,
-                recipe={**(recipe or {}), "inputs": [f.text(batch) for f in feeds]},
+                recipe=recipe or {},
                 source={"layer": f"{type(layer).__module__}.{type(layer).__qualname__}", **(recipe or {})},
                 generate=True, dim_sizes=dict(dim_sizes or {}), output_names=output_names, require=tuple(require))
     return build_bundle(plan, Path(out), fmt=fmt, batch=batch, onnx=onnx, started=started)
@@ -272,9 +272,7 @@ def build_bundle(plan: Plan, out: Path, *, fmt: str, batch: int | None, onnx: bo
     """Run the dygraph reference, write every file of the bundle into a temporary folder, prove it runtime by
     runtime, then rename it to ``out``; ``ExportWarning`` s for what it had to leave out."""
     sites = breaks.scan(plan.layer)  # code that leaves the graph: named in errors, noted when proven harmless
-    feeds = inputs.build(plan.inputs, batch, rows=plan.samples.x or None, rows_origin=plan.samples.origin,
-                         generated=plan.generate, dim_sizes=plan.dim_sizes)
-    expected, paths_seen = parity.dygraph(plan.layer, feeds, plan.tolerance, sites)  # its faults before any file
+    feeds, expected, paths_seen = dygraph_reference(plan, batch, sites)  # its faults before any file is written
     if not plan.outputs:
         plan.outputs = output_specs(plan, feeds, expected)
     created = place.missing_parents(out)
@@ -302,6 +300,14 @@ def build_bundle(plan: Plan, out: Path, *, fmt: str, batch: int | None, onnx: bo
     for text in warned:
         warnings.warn(text, ExportWarning, stacklevel=3)
     return out
+
+
+def dygraph_reference(plan: Plan, batch: int | None, sites) -> tuple:
+    """(the parity inputs, the dygraph layer's answers to every call, its number of paths through forward)."""
+    feeds = inputs.build(plan.inputs, batch, rows=plan.samples.x or None, rows_origin=plan.samples.origin,
+                         generated=plan.generate, dim_sizes=plan.dim_sizes)
+    expected, paths_seen = parity.dygraph(plan.layer, feeds, plan.tolerance, sites)
+    return feeds, expected, paths_seen
 
 
 def output_specs(plan: Plan, feeds, expected: list) -> list[TensorSpec]:
@@ -497,7 +503,7 @@ def write_manifest(folder: Path, plan: Plan, fmt: str, batch: int | None, figure
         "export_seconds": round(seconds, 2), "files": files, "source_checkpoint": plan.source,
         "signature": signature(plan, batch), "to_static": TO_STATIC, "dim_sizes": plan.dim_sizes,
         "require": list(plan.require), "parity": figures, "tolerance": dataclasses.asdict(plan.tolerance),
-        "notes": list(notes), "training_config": plan.config, "recipe": plan.recipe,
+        "notes": list(notes), "training_config": plan.config,
     }
     manifest["report"] = report_lines(manifest, str(out))
     atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, default=str) + "\n")
@@ -519,7 +525,8 @@ def check_bundle(bundle_dir: str | Path, checkpoint: str | Path | None = None, *
     ``parity`` as it would be now) with the report under ``report``.
 
     The reference is ``checkpoint`` (for a checkpoint export), ``layer`` (weights loaded), or else the
-    layer the manifest's recipe rebuilds (``python -m export --layer`` exports). With ``verify`` the
+    layer the manifest's provenance rebuilds (``python -m export --layer`` exports: its --layer, --weights
+    and --layer-kwargs). With ``verify`` the
     sha256 checksums are checked first (an altered file fails there); with ``verify=False`` the
     numbers alone must catch it. Raises ExportError when Paddle Inference differs.
     """
@@ -530,35 +537,32 @@ def check_bundle(bundle_dir: str | Path, checkpoint: str | Path | None = None, *
     plan = plan_from_checkpoint(checkpoint, data_dir) if checkpoint else plan_from_bundle(bundle, layer)
     if (bundle.task, bundle.model_name) != (plan.task, plan.name):
         raise ExportError(f"{bundle_dir} holds {bundle.task}/{bundle.model_name}, the reference {plan.task}/{plan.name}")
-    batch, sites = bundle.fixed_batch, breaks.scan(plan.layer)
-    feeds = inputs.build(plan.inputs, batch, rows=plan.samples.x or None, rows_origin=plan.samples.origin,
-                         generated=plan.generate, dim_sizes=plan.dim_sizes)
-    expected, paths_seen = parity.dygraph(plan.layer, feeds, plan.tolerance, sites)
+    sites = breaks.scan(plan.layer)
+    feeds, expected, paths_seen = dygraph_reference(plan, bundle.fixed_batch, sites)
     figures = prove(plan, bundle.path, feeds, expected, paths_seen,
                     (bundle.manifest.get("parity") or {}).get("control_flow"), None)
     parity.require_reference(figures, f"{bundle_dir}", sites)
     manifest = {**bundle.manifest, "parity": figures, "notes": runtime_warnings(figures["runtimes"], None)}
-    figures["report"] = report_lines({**manifest, "export_seconds": "re-checked, -"}, str(bundle_dir))
+    figures["report"] = report_lines(manifest, str(bundle_dir), title="[verify]")
     return figures
 
 
 def plan_from_bundle(bundle, layer: nn.Layer | None) -> Plan:
-    """The plan of a layer export, from its manifest: the layer (given, or rebuilt from the recipe), its
-    inputs as declared, its outputs, tolerance and dimension sizes; the sample rows of samples.npz."""
-    manifest, recipe = bundle.manifest, bundle.manifest.get("recipe") or {}
+    """The plan of a layer export, from its manifest: the layer (given, or rebuilt as ``--layer``, ``--weights``
+    and ``--layer-kwargs`` built it), its inputs as declared, its outputs, tolerance and dimension sizes; the
+    sample rows of samples.npz when the export had real samples."""
+    manifest, source = bundle.manifest, bundle.manifest.get("source_checkpoint") or {}
     if layer is None:
-        if "layer" not in recipe:
+        if "weights" not in source:
             raise ExportError(f"{bundle.path} was exported from a layer object, which its manifest cannot rebuild: "
                               "pass the layer (check_bundle(..., layer=net)) or --checkpoint")
-        layer = load_layer(recipe["layer"], recipe.get("weights"), recipe.get("kwargs"))
+        layer = load_layer(source["layer"], source["weights"], source.get("kwargs"))
     layer.eval()
-    texts = recipe.get("inputs") or (manifest.get("signature") or {}).get("inputs") or []
-    feeds = [parse_input(t)[0] for t in texts]
+    feeds = [parse_input(text)[0] for text in (manifest.get("signature") or {}).get("inputs", [])]
     had_rows = str((manifest.get("parity") or {}).get("origin", "")).startswith("samples")
     rows = bundle.samples() if had_rows else None
-    return Plan(layer=layer, inputs=feeds, outputs=[TensorSpec(o["name"], tuple(o["shape"][1:]), o["dtype"])
-                                                    for o in bundle.outputs],
-                name=bundle.model_name, task=bundle.task,
+    outputs = [TensorSpec(o["name"], tuple(o["shape"][1:]), o["dtype"]) for o in bundle.outputs]
+    return Plan(layer=layer, inputs=feeds, outputs=outputs, name=bundle.model_name, task=bundle.task,
                 samples=Samples(rows or [], np.zeros(0), "samples.npz of the bundle" if rows else ""),
-                tolerance=bundle.tolerance or LAYER_TOLERANCE, recipe=recipe, source=manifest.get("source_checkpoint", {}),
-                generate=True, dim_sizes={k: tuple(v) for k, v in (manifest.get("dim_sizes") or {}).items()})
+                tolerance=bundle.tolerance or LAYER_TOLERANCE, recipe=source, source=source, generate=True,
+                dim_sizes={k: tuple(v) for k, v in (manifest.get("dim_sizes") or {}).items()})

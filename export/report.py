@@ -33,11 +33,12 @@ def runtime_rows(parity: dict) -> list[str]:
     return rows
 
 
-def report_lines(manifest: dict, where: str) -> list[str]:
-    """The whole report for a manifest (``where``: the bundle folder, as the user named it)."""
+def report_lines(manifest: dict, where: str, title: str = "[export]") -> list[str]:
+    """The whole report for a manifest (``where``: the bundle folder, as the user named it; ``title``: which
+    command made it)."""
     parity, signature = manifest["parity"], manifest.get("signature", {})
-    lines = [f"[export] {manifest['task']}/{manifest['model_name']} -> {where} ({manifest['graph_format']} graph, "
-             f"batch {manifest['batch']}, {manifest['export_seconds']} s)"]
+    lines = [f"{title} {manifest['task']}/{manifest['model_name']} -> {where} ({manifest['graph_format']} graph, "
+             f"batch {manifest['batch']}, exported in {manifest['export_seconds']} s)"]
     if conversion := manifest.get("to_static"):
         lines.append(f"  to_static: {conversion['mode']}: {conversion['why']}")
     lines.append("  inputs:  " + "  ".join(signature.get("inputs", [])))

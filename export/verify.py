@@ -1,7 +1,7 @@
 """``python -m export.verify BUNDLE [--checkpoint PATH]``: re-run the parity check of an existing bundle.
 
 Checks the manifest's sha256 of every file (unless ``--no-checksums``), rebuilds the dygraph model
-(from ``--checkpoint`` for a checkpoint export; from the manifest's recipe, the ``--layer``,
+(from ``--checkpoint`` for a checkpoint export; from the manifest's provenance, the ``--layer``,
 ``--weights`` and ``--input`` flags it was exported with, for a layer export), runs the same kinds of
 parity inputs through it and through every runtime on the bundle's files, and prints the export
 report with today's figures. Exit 0 when Paddle Inference agrees; one ``error:`` line and exit 2
