@@ -71,11 +71,9 @@ CATALOGUE = {
     "encoder": Entry(f"{NETS}:TinyEncoder", ("ids:int64:-1,seq:0..49",), "Transformer encoder, int64 ids, two outputs",
                      flags=("--output", "sentence", "--output", "tokens", "--dim", "seq=1,6,16")),
     "mixed": Entry(f"{NETS}:MixedInputs", ("image:float32:-1,1,8,8", "scale:float64:-1,1", "category:int32:-1:0..6",
-                                           "mask:bool:-1,4"), "four inputs of four dtypes"),
+                                           "mask:bool:-1,4"), "four inputs of four dtypes, two outputs",
+                   flags=("--output", "scores", "--output", "scale2")),
     "dict_heads": Entry(f"{NETS}:DictHeads", ("x:float32:-1,5",), "dict output"),
-    "tabular": Entry("tests.byom_nets:TabularImageNet", ("image:float32:-1,1,16,16", "features:float32:-1,5",
-                                                         "category:int64:-1"), "image + table + category, two outputs",
-                     flags=("--output", "scores", "--output", "embedding")),
     "numpy_argmax": Entry(f"{NETS}:NumpyArgmax", ("x:float32:-1,4",), "graph break to_static maps: proven"),
     "numpy_reduction": Entry(f"{NETS}:NumpyReduction", ("x:float32:-1,4",), "NumPy on a tensor's values",
                              refused=("leaves the static graph", "use paddle.sum(x, axis=..., keepdim=...)",
@@ -304,26 +302,28 @@ def test_auto_only_considers_runtimes_that_passed_at_export(server, catalogue):
 
 
 def test_v2_json_with_the_layers_names_dtypes_and_errors(server, catalogue):
-    """The tabular network over plain JSON: its own tensor names, datatypes and shapes; one output asked for by
-    name; a float where INT64 is declared refused in V2's error shape; no friendly API without PreProcess."""
-    done = catalogue["tabular"]
-    meta = server.get("/v2/models/tabular").json()
-    assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == \
-        [("image", "FP32", [-1, 1, 16, 16]), ("features", "FP32", [-1, 5]), ("category", "INT64", [-1])]
-    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("scores", "FP32"), ("embedding", "FP32")]
+    """Four dtypes over plain JSON: the layer's own tensor names, datatypes and shapes; one output asked for by
+    name; a float where INT32 is declared refused in V2's error shape; no friendly API without PreProcess."""
+    done = catalogue["mixed"]
+    meta = server.get("/v2/models/mixed").json()
+    assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [
+        ("image", "FP32", [-1, 1, 8, 8]), ("scale", "FP64", [-1, 1]), ("category", "INT32", [-1]),
+        ("mask", "BOOL", [-1, 4])]
+    assert [(o["name"], o["datatype"], o["shape"]) for o in meta["outputs"]] == [("scores", "FP32", [-1, 3]),
+                                                                                 ("scale2", "FP64", [-1, 1])]
     x = fresh_inputs(done.entry, "centred", 7)
     body = {"inputs": [{"name": k, "shape": list(v.shape), "datatype": np_to_triton_dtype(v.dtype),
-                        "data": v.ravel().tolist()} for k, v in x.items()], "outputs": [{"name": "embedding"}]}
-    r = server.post("/v2/models/tabular/infer", json=body)
+                        "data": v.ravel().tolist()} for k, v in x.items()], "outputs": [{"name": "scores"}]}
+    r = server.post("/v2/models/mixed/infer", json=body)
     assert r.status_code == 200, r.text
     (out,) = r.json()["outputs"]
-    expected = dygraph(done.layer(), x)[1]
-    assert out["name"] == "embedding" and read_bundle(done.bundle).tolerance.compare(
+    expected = dygraph(done.layer(), x)[0]
+    assert out["name"] == "scores" and read_bundle(done.bundle).tolerance.compare(
         expected, np.asarray(out["data"], np.float32).reshape(out["shape"]))["passed"]
     body["inputs"][2]["data"] = [0.5] * FRESH_BATCH
-    bad = server.post("/v2/models/tabular/infer", json=body)
+    bad = server.post("/v2/models/mixed/infer", json=body)
     assert bad.status_code == 400 and "category" in bad.json()["error"]
-    assert server.post("/predict/house?model=tabular", json=[0] * 13).status_code == 404
+    assert server.post("/predict/house?model=mixed", json=[0] * 13).status_code == 404
 
 
 # ---- refused, with the user's line and the fix -------------------------------------------------------------
