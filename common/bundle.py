@@ -37,6 +37,9 @@ MANIFEST_FILE = "manifest.json"
 SAMPLES_FILE = "samples.npz"  # a server checks its backends against Paddle Inference on these inputs
 BUNDLE_FORMAT = "paddle-toolkit-bundle/1"
 GRAPH_FILES = ("inference.json", "inference.pdmodel")  # Paddle Inference tries them in this order
+# What the export concluded about each runtime (manifest.json parity.runtimes; export/parity.py says how).
+PASSED, FAILED, UNAVAILABLE, SKIPPED = "passed", "failed", "unavailable", "skipped"
+RULED_OUT = (FAILED, UNAVAILABLE)  # a server never uses a runtime that disagreed or could not load the graph
 # Tensor dtypes a bundle may declare, and their Open Inference Protocol (KServe V2) names.
 DTYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
           "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}
@@ -173,6 +176,13 @@ class Bundle:
         recorded = (self.manifest.get("parity") or {}).get("runtimes")
         result = recorded.get(runtime) if isinstance(recorded, dict) else None
         return result if isinstance(result, dict) and isinstance(result.get("status"), str) else None
+
+    def ruled_out(self, runtime: str) -> str | None:
+        """Why the export ruled ``runtime`` out for this bundle (it disagreed, or could not load the graph), or None."""
+        result = self.runtime_result(runtime)
+        if result is None or result["status"] not in RULED_OUT:
+            return None
+        return f"{result['status']} at export: {result.get('reason') or 'no reason recorded'}"
 
     def samples(self) -> list | None:
         """The inputs in ``samples.npz``, one array per declared input in feed order; None if the bundle has none.

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from common.bundle import FAILED, PASSED, SKIPPED, UNAVAILABLE
 from common.runtimes import REFERENCE, RUNTIMES, onnx_session  # noqa: F401  (bench/export_latency.py imports it here)
 
 from . import ExportError
 from .breaks import suspects
 from .paths import PathRecorder, user_files
 
-PASSED, FAILED, UNAVAILABLE, SKIPPED = "passed", "failed", "unavailable", "skipped"
 NONDETERMINISM = ("random", "state")  # the constructs that make two calls on one input differ
 
 

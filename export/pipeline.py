@@ -34,14 +34,14 @@ from paddle import nn
 import models
 from common import checkpoint, tasks
 from common.atomic import atomic_write_text
-from common.bundle import BUNDLE_FORMAT, CONFIG_FILE, DTYPES, MANIFEST_FILE, PREFIX, SAMPLES_FILE, BundleError, \
-    read_bundle, sha256_file
+from common.bundle import BUNDLE_FORMAT, CONFIG_FILE, DTYPES, MANIFEST_FILE, PASSED, PREFIX, RULED_OUT, SAMPLES_FILE, \
+    BundleError, read_bundle, sha256_file
 from common.datasets import DataMissingError
 from common.runtimes import REFERENCE, RUNTIMES
 from common.tasks import Samples, TensorSpec, Tolerance
 
 from . import LAYER_TOLERANCE, ExportError, ExportWarning, breaks, inputs, parity, paths, place
-from .onnx import to_onnx
+from .onnx import onnx_missing, to_onnx
 from .report import report_lines
 from .signature import Feed, default_output_names, feed_from_tensor, feeds_from_specs, parse_input
 
@@ -280,11 +280,14 @@ def build_bundle(plan: Plan, out: Path, *, fmt: str, batch: int | None, onnx: bo
     try:
         control_flow = save_graph(plan, tmp, fmt, batch, sites)                           # 4-5
         atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(inference_config(plan, fmt, batch), sort_keys=False))  # 6
-        onnx_reason = to_onnx(tmp) if onnx else None                                        # 7
+        # 7: without paddle2onnx the ONNX runtimes are skipped (this Python), not unavailable (this graph)
+        no_converter = onnx_missing() if onnx else None
+        onnx_reason = to_onnx(tmp) if onnx and not no_converter else None
         figures = prove(plan, tmp, feeds, expected, paths_seen, control_flow, onnx_reason)  # 8
         parity.require_reference(figures, sites=sites)
         require_runtimes(plan.require, figures["runtimes"])
-        warned = runtime_warnings(figures["runtimes"], onnx_reason) + path_warnings(figures)
+        warned = ([f"no inference.onnx: {no_converter}"] if no_converter else []) + \
+            runtime_warnings(figures["runtimes"], onnx_reason) + path_warnings(figures)
         drop_unused_onnx(tmp, figures["runtimes"])
         write_samples(tmp, plan.inputs, feeds.kept)
         notes = warned + site_notes(sites, figures)
@@ -351,7 +354,7 @@ def prove(plan: Plan, folder: Path, feeds, expected, paths_seen: int, control_fl
                                     [o.name for o in plan.outputs], onnx_reason)
     figures = {"reference": "the dygraph layer, in eval mode", **feeds.describe(), "paths": paths_seen,
                "control_flow": control_flow, "tolerance": plan.tolerance.text(), "runtimes": results,
-               "passed": results[REFERENCE]["status"] == parity.PASSED}
+               "passed": results[REFERENCE]["status"] == PASSED}
     if plan.served_metrics and len(plan.samples.y):
         # Not a parity figure, a sanity one: the samples are real and the exported model works on them.
         first_output = np.concatenate([call[0] for call in expected[0]])
@@ -363,7 +366,7 @@ def require_runtimes(required: tuple[str, ...], results: dict) -> None:
     """ExportError when a runtime the user requires did not pass."""
     for name in required:
         result = results[name]
-        if result["status"] != parity.PASSED:
+        if result["status"] != PASSED:
             raise ExportError(f"--require {name}: {name} {result['status']}: {result.get('reason', '')}")
 
 
@@ -375,7 +378,7 @@ def runtime_warnings(results: dict, onnx_reason: str | None) -> list[str]:
         lines.append(f"no inference.onnx: {onnx_reason}; {', '.join(names)} unavailable, the bundle serves with "
                      "Paddle Inference")
     for name, result in results.items():
-        if result["status"] in (parity.FAILED, parity.UNAVAILABLE) and not (onnx_reason and RUNTIMES[name].reads_onnx):
+        if result["status"] in RULED_OUT and not (onnx_reason and RUNTIMES[name].reads_onnx):
             lines.append(f"{name} {result['status']}: {result['reason']}; the server will not use it")
     return lines
 
@@ -411,7 +414,7 @@ def drop_unused_onnx(folder: Path, results: dict) -> None:
     """Delete inference.onnx when no runtime that reads it passed: a file no server may use."""
     onnx_file = folder / f"{PREFIX}.onnx"
     readers = [n for n, r in RUNTIMES.items() if r.reads_onnx]
-    if onnx_file.is_file() and not any(results[n]["status"] == parity.PASSED for n in readers):
+    if onnx_file.is_file() and not any(results[n]["status"] == PASSED for n in readers):
         onnx_file.unlink()
 
 

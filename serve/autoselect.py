@@ -31,7 +31,6 @@ from common.runtimes import REFERENCE, RUNTIMES
 from .backends import create_backend
 
 CANDIDATES = tuple(name for name in RUNTIMES if name != REFERENCE)  # compared with the reference
-REFUSED_AT_EXPORT = ("failed", "unavailable")  # statuses of manifest.json parity.runtimes that rule a runtime out
 REPEATS = 7  # timed calls per backend and batch size, after one untimed call at that size
 DUMMY_ROWS = 4  # rows of zeros for a bundle without samples.npz
 DEFAULT_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-5)  # for bundles exported before the tolerance was recorded
@@ -40,7 +39,7 @@ DEFAULT_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-5)  # for bundles exported befo
 def select(bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]], batch_n: int) -> tuple[object, dict]:
     """(the backend to serve ``bundle`` with, the report of how it was chosen: GET .../stats answers it)."""
     if settings["BACKEND"] != "auto":
-        if why := refused_at_export(bundle, settings["BACKEND"]):
+        if why := bundle.ruled_out(settings["BACKEND"]):
             raise BundleError(f"{bundle.path}: --backend {settings['BACKEND']}: {why}")
         backend = create_backend(bundle, settings, warmup)
         reason = f"forced with --backend {settings['BACKEND']}; not compared or timed"
@@ -122,17 +121,9 @@ def _try(name: str, bundle: Bundle, settings: dict, warmup, inputs, expected, to
                 + (f", {mismatches} top-1 differ" if mismatches else "") + f" (tolerance: {tolerance.text()})"), None
 
 
-def refused_at_export(bundle: Bundle, name: str) -> str | None:
-    """Why the export ruled runtime ``name`` out for this bundle (failed parity, could not load), or None."""
-    result = bundle.runtime_result(name)
-    if result is None or result["status"] not in REFUSED_AT_EXPORT:
-        return None
-    return f"{result['status']} at export: {result.get('reason') or 'no reason recorded'}"
-
-
 def unavailable(name: str, bundle: Bundle, settings: dict) -> str | None:
     """Why runtime ``name`` cannot serve ``bundle`` here, or None when it can be tried."""
-    return RUNTIMES[name].unavailable(bundle.path, settings["DEVICE"]) or refused_at_export(bundle, name)
+    return RUNTIMES[name].unavailable(bundle.path, settings["DEVICE"]) or bundle.ruled_out(name)
 
 
 def parity_inputs(bundle: Bundle) -> tuple[list[np.ndarray], str]:
