@@ -151,8 +151,8 @@ def row_cases(x: list[np.ndarray], batch: int | None, tag: str) -> list[Case]:
 def build(feeds: list[Feed], batch: int | None, *, rows: list[np.ndarray] | None = None, rows_origin: str = "",
           generated: bool = True, dim_sizes: dict | None = None) -> ParityInputs:
     """Cases from real ``rows`` (if any), then generated ones (if ``generated``); samples.npz keeps the first rows."""
-    cases, origins = [], []
-    if rows is not None and len(rows[0]):
+    cases, origins, real = [], [], rows is not None and len(rows[0]) > 0
+    if real:
         cases += row_cases(rows, batch, "samples")
         origins.append(rows_origin)
     if generated:
@@ -164,7 +164,7 @@ def build(feeds: list[Feed], batch: int | None, *, rows: list[np.ndarray] | None
                        f"{INT_RANGE[0]}..{INT_RANGE[1]}{'; ' + values if values else ''}; seed {SEED})")
     if not cases:
         raise ExportError("no parity inputs: give samples, or let the export generate them")
-    first = rows if rows is not None and len(rows[0]) else widest(cases).calls[0].arrays
+    first = rows if real else widest(cases).calls[0].arrays
     return ParityInputs(cases, "; ".join(origins), [np.ascontiguousarray(a[:SAMPLE_ROWS]) for a in first])
 
 
