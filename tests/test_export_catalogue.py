@@ -132,7 +132,7 @@ class Exported:
 
     @property
     def manifest(self) -> dict:
-        return read_bundle(self.bundle).manifest
+        return read_bundle(self.bundle, verify=False).manifest
 
     def layer(self) -> paddle.nn.Layer:
         return load_layer(self.entry.layer, str(self.weights), self.entry.kwargs)
