@@ -7,10 +7,17 @@ From Python::
     export_layer(my_layer, [InputSpec([None, 8], "float32", "x")], "bundles/mine")   # any paddle.nn.Layer
 
 From the shell: ``python -m export --checkpoint PATH --out DIR`` or ``python -m export --layer
-pkg.module:Class --weights W.pdparams --input NAME:DTYPE:SHAPE --out DIR`` (``python -m export -h``).
-The steps, in PaddleClas's order, are in ``export/pipeline.py``; the bundle format is
-``common/bundle.py``.
+pkg.module:Class --weights W.pdparams --input NAME:DTYPE:SHAPE[:LOW..HIGH] --out DIR`` (``python -m
+export -h``). The steps, in PaddleClas's order, are in ``export/pipeline.py``; the bundle format is
+``common/bundle.py``; the runtimes each bundle is proven on, ``common/runtimes.py``.
 """
+
+from common.bundle import Tolerance
+
+# Parity of a layer export: |difference| <= 1e-6 + 1e-4 x max|reference| per output. Measured, oneDNN
+# against plain kernels (which agree bit for bit with dygraph): 1e-6 .. 3e-5 of the output's largest value
+# on the zoo CNNs (ResNet-18/50, MobileNet V2/V3); a graph that computes something else is off by far more.
+LAYER_TOLERANCE = Tolerance(atol=1e-6, rtol=1e-4)
 
 
 class ExportError(Exception):
@@ -18,7 +25,8 @@ class ExportError(Exception):
 
 
 class ExportWarning(UserWarning):
-    """Something the export left out, though the bundle is sound (e.g. no ONNX file); also in the manifest's notes."""
+    """Something the export left out, though the bundle is sound (a runtime that could not load or disagreed,
+    a branch no parity input took); also in the manifest's notes."""
 
 
 __all__ = ["export_checkpoint", "export_layer", "check_bundle", "ExportError", "ExportWarning", "FORMATS"]

@@ -3,8 +3,8 @@
 Started by ``export.pipeline.save_legacy`` with ``FLAGS_enable_pir_api=0`` in the environment, so
 that paddle, imported here for the first time in this process, saves the old protobuf program.
 JOB_JSON names how to rebuild the layer (``{"checkpoint": path}`` or ``{"layer": "pkg.mod:Class",
-"weights": path, "kwargs": {...}}``), its inputs and batch. Prints ``error: ...`` and exits 2 when the
-layer cannot be rebuilt or converted.
+"weights": path, "kwargs": {...}}``) and its inputs as ``--input`` takes them. Prints ``error: ...``
+and exits 2 when the layer cannot be rebuilt or converted.
 """
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from common.tasks import TensorSpec
-
-from . import ExportError
-from .pipeline import input_spec, load_layer, plan_from_checkpoint, save_static
+from . import ExportError, breaks
+from .pipeline import load_layer, parse_input, plan_from_checkpoint, save_static
 
 
 def main(argv: list[str]) -> int:
@@ -26,8 +24,8 @@ def main(argv: list[str]) -> int:
             layer = plan_from_checkpoint(recipe["checkpoint"], with_samples=False).layer
         else:
             layer = load_layer(recipe["layer"], recipe.get("weights"), recipe.get("kwargs"))
-        specs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in job["inputs"]]
-        save_static(layer, input_spec(specs, job["batch"]), folder)
+        parsed = [parse_input(text) for text in job["inputs"]]
+        save_static(layer, [feed.spec(batch) for feed, batch in parsed], folder, breaks.scan(layer))
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -1,191 +1,190 @@
-"""Step 8: proof that the saved graph computes what the dygraph layer computes.
+"""Step 8: proof, runtime by runtime, that the saved graph computes what the dygraph layer computes.
 
-The same inputs (real test samples for a task, generated or given ones for a layer) go through the
-dygraph layer and a real ``paddle.inference`` predictor loaded from the files on disk, at batch 1
-and at batch 64 (or the fixed batch), with oneDNN on and off (its fused kernels are the likeliest
-source of a difference). Every output is compared under the plan's ``Tolerance`` (for tasks, from
-``common.tasks``). The ONNX file (written unless ``--no-onnx``) is checked the same way against the
-predictor, with onnxruntime and with OpenVINO: the two runtimes a server may pick for it.
+The dygraph layer runs every call of the parity inputs (``export/inputs.py``): its outputs are the
+reference, and its paths through ``forward`` are counted (``export/paths.py``). It must give the
+same answer twice for the same input, or nothing can be proven. Then every runtime of
+``common.runtimes.RUNTIMES`` runs the same calls from the files on disk, once per option set it
+declares (Paddle Inference: oneDNN on and off, its fused kernels being the likeliest source of a
+difference), and every output of every call is compared with the reference under the plan's
+``Tolerance``. Paddle Inference is the product and must pass, or the export fails. Every runtime
+ends with a status in the manifest:
+
+- ``passed``: it ran every call within tolerance;
+- ``failed``: it ran, but disagreed beyond tolerance (its figures are recorded) or failed on some shape;
+- ``unavailable``: it could not load the graph (or there is no inference.onnx: paddle2onnx could
+  not convert it);
+- ``skipped``: not tried here (its package is not installed, it needs a GPU, ``--no-onnx``).
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import paddle
 
-from common.bundle import PREFIX, PredictorRunner, create_predictor, graph_file, openvino_model, openvino_run
+from common.bundle import FAILED, PASSED, SKIPPED, UNAVAILABLE
+from common.runtimes import REFERENCE, RUNTIMES, onnx_session  # noqa: F401  (bench/export_latency.py imports it here)
 
 from . import ExportError
+from .breaks import suspects
+from .paths import PathRecorder, user_files
 
-BIG_BATCH = 64
-# What the conversion child runs (see to_onnx): graph, weights, target file from argv.
-ONNX_CHILD = "import sys, paddle2onnx; paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=sys.argv[3])"
-ONNX_MISSING = "ONNX export needs paddle2onnx and onnxruntime (pip install -r requirements.txt): {reason}"
-
-
-def as_list(out) -> list:
-    """A forward's result as a list of tensors (a tensor, or a tuple/list of them)."""
-    if isinstance(out, (tuple, list)):
-        return list(out)
-    if isinstance(out, dict):
-        raise ExportError("forward returns a dict; return a tensor or a tuple of tensors (name them with --output)")
-    return [out]
+NONDETERMINISM = ("random", "state")  # the constructs that make two calls on one input differ
 
 
-def batches(x: list[np.ndarray], size: int, fixed: bool):
-    """Consecutive slices of ``size`` rows of every input; for a fixed-batch graph the last is zero-padded."""
-    rows = len(x[0])
-    for start in range(0, rows, size):
-        parts = [a[start:start + size] for a in x]
-        if fixed and len(parts[0]) < size:
-            parts = [np.concatenate([p, np.zeros((size - len(p),) + p.shape[1:], p.dtype)]) for p in parts]
-        yield [np.ascontiguousarray(p) for p in parts], min(size, rows - start)
+def flat(out) -> list:
+    """A forward's result as a flat list of tensors, in jit.save's order (dicts by sorted key)."""
+    return [t for t in paddle.utils.flatten(out) if t is not None]
 
 
-def collect(run, x: list[np.ndarray], size: int, fixed: bool) -> list[np.ndarray]:
-    """``run(slices) -> outputs`` over all rows, ``size`` at a time; outputs concatenated per output."""
-    pieces = [[o[:n] for o in run(parts)] for parts, n in batches(x, size, fixed)]
-    return [np.concatenate(per_output) for per_output in zip(*pieces)]
+def rows(array, keep: int) -> np.ndarray:
+    """The first ``keep`` rows of an output (a fixed-batch graph's padding rows do not count); 0-d as it is."""
+    array = np.asarray(array)
+    return array[:keep] if array.ndim else array
 
 
-def dygraph_outputs(layer, x, size: int, fixed: bool) -> list[np.ndarray]:
-    """The dygraph layer's outputs."""
+def reference(layer, inputs, name: str) -> tuple[list[list[list[np.ndarray]]], int | None]:
+    """The dygraph layer's outputs for every call of every case (rows that count only), and its number of paths
+    through forward (None when all of its code is Paddle's: nothing of the user's to trace)."""
+    recorder, outputs = PathRecorder(user_files(layer)), []
     with paddle.no_grad():
-        return collect(lambda parts: [t.numpy() for t in as_list(layer(*map(paddle.to_tensor, parts)))],
-                       x, size, fixed)
+        for case in inputs.cases:
+            per_call = []
+            for call in case.calls:
+                try:
+                    out = recorder.run(layer, *[paddle.to_tensor(a) for a in call.arrays])
+                except Exception as exc:  # the user's forward on inputs we made: say which and how to steer them
+                    raise ExportError(forward_failed(name, case, call, exc)) from exc
+                per_call.append([rows(t.numpy(), call.keep) for t in flat(out)])
+            outputs.append(per_call)
+    return outputs, len(recorder.paths) if recorder.files else None
 
 
-def batch_sizes(batch: int | None, rows: int) -> list[int]:
-    """Batch 1 and a larger batch for a dynamic graph; only its own size for a fixed one."""
-    return sorted({1, min(BIG_BATCH, rows)}) if batch is None else [batch]
+def forward_failed(name: str, case, call, exc: Exception) -> str:
+    """One line: which parity inputs the dygraph forward failed on, its error, and how to give other inputs."""
+    shapes = ", ".join(f"{a.dtype}{list(a.shape)}" for a in call.arrays)
+    return (f"{name} failed on the parity inputs of {case.label} ({shapes}): {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:300]}; if it does not take such values or sizes, state them: "
+            "--input NAME:DTYPE:SHAPE:LOW..HIGH (e.g. ids:int64:-1,seq:0..49 for an embedding of 50 rows), "
+            "--dim NAME=SIZES, or give real inputs with --samples FILE.npz")
 
 
-def compare(tolerance, reference: list[np.ndarray], output: list[np.ndarray]) -> dict:
-    """Worst figures over all outputs (the first output's top-1 when the tolerance asks for it)."""
-    per_output = [tolerance.compare(r, o) for r, o in zip(reference, output, strict=True)]
-    worst = {"max_abs_diff": max(f["max_abs_diff"] for f in per_output),
-             "passed": all(f["passed"] for f in per_output)}
-    for key in ("max_rel_diff", "top1_mismatches"):
-        if key in per_output[0]:
-            worst[key] = max(f.get(key, 0) for f in per_output)
-    return worst
+def require_deterministic(layer, inputs, expected: list[np.ndarray], tolerance, name: str, sites) -> None:
+    """ExportError unless the layer answers the first parity call again as it did the first time."""
+    call = inputs.cases[0].calls[0]
+    with paddle.no_grad():
+        again = [rows(t.numpy(), call.keep) for t in flat(layer(*[paddle.to_tensor(a) for a in call.arrays]))]
+    figures = [tolerance.compare(e, a) for e, a in zip(expected, again, strict=True)]
+    if not all(f["passed"] for f in figures):
+        worst = max(f["max_abs_diff"] for f in figures)
+        raise ExportError(f"{name} is not deterministic: two calls on the same input differ (max abs diff {worst:.3g}), "
+                          "so no static graph can be proven equal to it" + (suspects(sites, NONDETERMINISM) or
+                          "; look for randomness (paddle.rand*, dropout in training mode) or state kept between calls"))
 
 
-def run_parity(plan, folder: Path, batch: int | None) -> dict:
-    """Compare dygraph and predictor outputs for every (oneDNN, batch) setting; return the figures."""
-    fixed, x = batch is not None, plan.samples.x
-    sizes = batch_sizes(batch, len(x[0]))
-    reference = {size: dygraph_outputs(plan.layer, x, size, fixed) for size in sizes}
+def compare_case(tolerance, case, expected: list[list[np.ndarray]], got: list[list[np.ndarray]], names) -> dict:
+    """Per output, the worst figures over the case's calls."""
+    outputs = {}
+    for i, name in enumerate(names):
+        figures = [tolerance.compare(e[i], g[i]) for e, g in zip(expected, got, strict=True)]
+        worst = {"max_abs_diff": max(f["max_abs_diff"] for f in figures),
+                 "max_rel_diff": max(f["max_rel_diff"] for f in figures), "passed": all(f["passed"] for f in figures)}
+        for key in ("top1_mismatches", "mismatches"):
+            if key in figures[0]:
+                worst[key] = sum(f[key] for f in figures)
+        outputs[name] = worst
+    return {"case": case.label, "batch": case.batch, "outputs": outputs,
+            "passed": all(o["passed"] for o in outputs.values())}
+
+
+def run_setting(runner, inputs, expected, tolerance, names) -> list[dict]:
+    """Every case through one runner; a case whose run raises is a failed case with the error."""
+    cases = []
+    for case, case_expected in zip(inputs.cases, expected):
+        try:
+            got = [[rows(o, call.keep) for o in runner.run(call.arrays)] for call in case.calls]
+        except Exception as exc:  # noqa: BLE001  a runtime that cannot run a shape has failed, with the reason
+            cases.append({"case": case.label, "batch": case.batch, "outputs": {}, "passed": False,
+                          "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"})
+            continue
+        if len(got[0]) != len(names):
+            cases.append({"case": case.label, "batch": case.batch, "outputs": {}, "passed": False,
+                          "error": f"{len(got[0])} outputs, the dygraph model has {len(names)}"})
+            continue
+        cases.append(compare_case(tolerance, case, case_expected, got, names))
+    return cases
+
+
+def check_runtime(runtime, folder: Path, inputs, expected, tolerance, input_names, output_names,
+                  onnx_reason: str | None = None) -> dict:
+    """One runtime's result: ``{status, reason, settings: [{switches, label, cases, passed}]}``."""
+    if runtime.reads_onnx and onnx_reason:
+        return {"status": UNAVAILABLE, "reason": onnx_reason}
+    if why := runtime.unavailable(folder, "cpu"):
+        return {"status": SKIPPED, "reason": why}
     settings = []
-    for mkldnn in (True, False):
-        runner = PredictorRunner(create_predictor(folder, threads=1, mkldnn=mkldnn), [s.name for s in plan.inputs])
-        for size in sizes:
-            settings.append({"batch": size, "onednn": mkldnn,
-                             **compare(plan.tolerance, reference[size], collect(runner.run, x, size, fixed))})
-    result = {"samples": int(len(x[0])), "origin": plan.samples.origin, "tolerance": plan.tolerance.text(),
-              "settings": settings, "passed": all(s["passed"] for s in settings)}
-    if plan.served_metrics and len(plan.samples.y):
-        # Not a parity figure, a sanity one: the samples are real and the exported model works on them.
-        result["dygraph_metrics"] = plan.served_metrics(reference[sizes[0]][0], plan.samples.y)
+    for switches in runtime.parity_switches:
+        try:
+            runner = runtime.open(folder, input_names=input_names, threads=1, **switches).runner()
+        except Exception as exc:  # noqa: BLE001  the runtime cannot load this graph: a status, not a crash
+            return {"status": UNAVAILABLE, "reason": f"could not load the graph: {one_line(exc)}"}
+        cases = run_setting(runner, inputs, expected, tolerance, output_names)
+        settings.append({"switches": switches, "label": runtime.describe(switches), "cases": cases,
+                         "passed": all(c["passed"] for c in cases)})
+    result = {"status": PASSED if all(s["passed"] for s in settings) else FAILED, "settings": settings}
+    if result["status"] == FAILED:
+        result["reason"] = worst_text(settings, tolerance)
     return result
 
 
-def require(parity: dict, what: str = "the exported graph") -> None:
-    """Raise ExportError naming the worst setting unless every setting passed."""
-    failed = [s for s in parity["settings"] if not s["passed"]]
-    if failed:
-        worst = max(failed, key=lambda s: (np.nan_to_num(s["max_abs_diff"], nan=np.inf), s.get("top1_mismatches", 0)))
-        extra = f", {worst['top1_mismatches']} top-1 differ" if worst.get("top1_mismatches") else ""
-        raise ExportError(f"parity failed: {what} differs from the dygraph model at batch {worst['batch']}, "
-                          f"oneDNN {'on' if worst['onednn'] else 'off'}: max abs diff {worst['max_abs_diff']:.3g}"
-                          f"{extra} over {parity['samples']} samples (tolerance: {parity['tolerance']})")
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the last lines of its message that say most."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("Check '")]
+    tail = [ln for ln in lines if "failed" in ln.lower() or "error" in ln.lower()][-2:] or lines[-1:]
+    return f"{type(exc).__name__}: {' '.join(' / '.join(tail).split())[:300]}"
 
 
-# ---- ONNX (step 7, skipped with a note when paddle2onnx cannot convert; checked like the Paddle graph) -----
+def worst_text(settings: list[dict], tolerance) -> str:
+    """The worst disagreement of a runtime in a few words: where, which output, how far."""
+    failed = [(s, c) for s in settings for c in s["cases"] if not c["passed"]]
+    setting, case = failed[0]
+    where = f"{case['case']}" + (f", {setting['label']}" if setting["label"] != "-" else "")
+    if "error" in case:
+        return f"failed on {where}: {case['error']}"
+    name, figures = max(((n, f) for n, f in case["outputs"].items() if not f["passed"]),
+                        key=lambda item: np.nan_to_num(item[1]["max_abs_diff"], nan=np.inf))
+    extra = "".join(f", {figures[k]} {what}" for k, what in (("top1_mismatches", "top-1 differ"),
+                                                            ("mismatches", "values differ")) if figures.get(k))
+    return (f"on {where}: output {name!r} max abs diff {figures['max_abs_diff']:.3g}, max relative diff "
+            f"{figures['max_rel_diff']:.3g}{extra} (tolerance: {tolerance.text()})")
 
 
-def onnx_missing() -> str | None:
-    """Why ONNX export cannot run here, or None when it can."""
-    try:
-        import onnxruntime  # noqa: F401
-        import paddle2onnx  # noqa: F401
-    except ImportError as exc:
-        return ONNX_MISSING.format(reason=str(exc))
-    return None
+def layer_name(layer) -> str:
+    """``Net.forward``: the user's network, also inside a task head (which keeps it as ``net``)."""
+    return f"{type(getattr(layer, 'net', layer)).__name__}.forward"
 
 
-def to_onnx(folder: Path, timeout: float = 600) -> str | None:
-    """Write ``inference.onnx`` next to the Paddle graph in ``folder`` (paddle2onnx reads .json and .pdmodel).
-
-    Returns None when written, else why not: then the bundle is Paddle-only, which every server can
-    still serve. (A file that converts but computes something else is another matter: parity fails.)
-    paddle2onnx runs in a child process because on some graphs it does not raise but aborts the
-    whole process (SIGABRT after "[ERROR][Paddle2ONNX] Can not get input 'axis(dim)' value." for a
-    data-dependent ``if``), which no ``except`` can catch.
-    """
-    if reason := onnx_missing():
-        return reason
-    graph = graph_file(folder)
-    target = folder / f"{PREFIX}.onnx"
-    cmd = [sys.executable, "-c", ONNX_CHILD, str(graph), str(folder / f"{PREFIX}.pdiparams"), str(target)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc = None
-    if proc is None or proc.returncode != 0 or not target.is_file():
-        target.unlink(missing_ok=True)
-        why = f"no answer in {timeout:g} s" if proc is None else child_failure(proc)
-        return f"paddle2onnx could not convert {graph.name}: {why}"
-    return None
+def dygraph(layer, inputs, tolerance, sites=()) -> tuple[list, int | None]:
+    """(the reference outputs per case and call, the number of paths through forward); ExportError when the
+    dygraph layer fails on the inputs or is not deterministic."""
+    expected, paths = reference(layer, inputs, layer_name(layer))
+    require_deterministic(layer, inputs, expected[0][0], tolerance, layer_name(layer), sites)
+    return expected, paths
 
 
-def child_failure(proc: subprocess.CompletedProcess) -> str:
-    """The reason a conversion child gives: paddle2onnx's [ERROR] line, else its last line of stderr."""
-    lines = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
-    errors = [ln.split("]", 2)[-1].strip() for ln in lines if ln.startswith("[ERROR]")]
-    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
-    status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-    return f"{(errors or last)[-1][:300]} ({status})"
+def check_runtimes(folder: Path, inputs, expected, tolerance, input_names, output_names,
+                   onnx_reason: str | None = None) -> dict[str, dict]:
+    """Every registered runtime's result on the bundle in ``folder``, by name."""
+    return {key: check_runtime(runtime, folder, inputs, expected, tolerance, input_names, output_names, onnx_reason)
+            for key, runtime in RUNTIMES.items()}
 
 
-def onnx_session(path: Path, threads: int = 1):
-    """An onnxruntime CPU session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def runtime_parity(plan, folder: Path, batch: int | None, run, runtime: str) -> dict:
-    """Compare ``run(inputs) -> outputs`` (a runtime on inference.onnx) with the Paddle predictor, oneDNN off,
-    on the parity samples at the same batch sizes."""
-    fixed, x = batch is not None, plan.samples.x
-    runner = PredictorRunner(create_predictor(folder, threads=1, mkldnn=False), [s.name for s in plan.inputs])
-    settings = []
-    for size in batch_sizes(batch, len(x[0])):
-        ref = collect(runner.run, x, size, fixed)
-        settings.append({"batch": size, "onednn": False, **compare(plan.tolerance, ref, collect(run, x, size, fixed))})
-    return {"runtime": runtime, "samples": int(len(x[0])), "against": "paddle.inference predictor, oneDNN off",
-            "tolerance": plan.tolerance.text(), "settings": settings, "passed": all(s["passed"] for s in settings)}
-
-
-def onnx_parity(plan, folder: Path, batch: int | None) -> dict:
-    """onnxruntime on inference.onnx against the Paddle predictor."""
-    sess = onnx_session(folder / f"{PREFIX}.onnx")
-    names = [i.name for i in sess.get_inputs()]  # paddle2onnx keeps the feed order
-    return runtime_parity(plan, folder, batch, lambda parts: sess.run(None, dict(zip(names, parts))), "onnxruntime")
-
-
-def openvino_parity(plan, folder: Path, batch: int | None) -> dict:
-    """OpenVINO on inference.onnx against the Paddle predictor; ``{"skipped": why}`` if openvino is not installed."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError as exc:
-        return {"runtime": "openvino", "skipped": f"openvino is not installed ({exc})", "passed": None}
-    request = openvino_model(folder / f"{PREFIX}.onnx").create_infer_request()
-    return runtime_parity(plan, folder, batch, lambda parts: openvino_run(request, parts), "openvino")
+def require_reference(figures: dict, what: str = "the exported graph", sites=()) -> None:
+    """ExportError naming the worst disagreement unless Paddle Inference passed (``figures``: the manifest's parity)."""
+    result = figures["runtimes"][REFERENCE]
+    if result["status"] == PASSED:
+        return
+    if result["status"] != FAILED:
+        raise ExportError(f"Paddle Inference cannot run {what}: {result['reason']}")
+    raise ExportError(f"parity failed: {what} differs from the dygraph model {result['reason']} "
+                      f"over {figures['calls']} calls" + suspects(sites, ("numpy", "tolist", "item", "number")))

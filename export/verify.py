@@ -1,8 +1,11 @@
-"""``python -m export.verify BUNDLE --checkpoint PATH``: re-run the parity check of an existing bundle.
+"""``python -m export.verify BUNDLE [--checkpoint PATH]``: re-run the parity check of an existing bundle.
 
-Checks the manifest's sha256 of every file (unless ``--no-checksums``), then runs the checkpoint's
-dygraph model and a paddle.inference predictor on the bundle over the same real samples. Exit 0
-and the figures when they agree; one ``error:`` line and exit 2 otherwise.
+Checks the manifest's sha256 of every file (unless ``--no-checksums``), rebuilds the dygraph model
+(from ``--checkpoint`` for a checkpoint export; from the manifest's provenance, the ``--layer``,
+``--weights`` and ``--input`` flags it was exported with, for a layer export), runs the same kinds of
+parity inputs through it and through every runtime on the bundle's files, and prints the export
+report with today's figures. Exit 0 when Paddle Inference agrees; one ``error:`` line and exit 2
+otherwise. ``--json`` prints the figures as JSON instead.
 """
 from __future__ import annotations
 
@@ -16,18 +19,19 @@ from . import ExportError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.verify", description=__doc__.split("\n\n")[1])
     p.add_argument("bundle", help="bundle folder written by python -m export")
-    p.add_argument("--checkpoint", required=True, help="the checkpoint it was exported from")
+    p.add_argument("--checkpoint", help="the checkpoint it was exported from (checkpoint exports)")
     p.add_argument("--data-dir", help="folder with the test data (default: the checkpoint's data_dir)")
     p.add_argument("--no-checksums", action="store_true", help="skip the sha256 check: let the numbers speak")
+    p.add_argument("--json", action="store_true", help="print the parity figures as JSON, not the report")
     args = p.parse_args(argv)
     from .pipeline import check_bundle
 
     try:
-        parity = check_bundle(args.bundle, args.checkpoint, data_dir=args.data_dir, verify=not args.no_checksums)
+        figures = check_bundle(args.bundle, args.checkpoint, data_dir=args.data_dir, verify=not args.no_checksums)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    print(json.dumps(parity, indent=2))
+    print(json.dumps(figures, indent=2, default=str) if args.json else "\n".join(figures["report"]))
     return 0
 
 

@@ -1,17 +1,21 @@
-"""``--backend auto``: serve each model with the fastest backend that computes what Paddle Inference computes.
+"""``--backend auto``: serve each model with the fastest runtime that computes what Paddle Inference computes.
 
-When a model loads, every backend its bundle can use is built and warmed up: Paddle Inference (the
-reference), onnxruntime and OpenVINO when the bundle has inference.onnx and the package imports,
-and on a GPU Paddle Inference with TensorRT. Each runs the bundle's own sample inputs
-(``samples.npz``, written by ``python -m export``) and is compared with Paddle Inference under the
-export's own parity tolerance (``tolerance`` in manifest.json). Those within it are timed: a few
-calls at batch 1 and at the dynamic-batching size, interleaved so that a burst of load elsewhere
-on the machine hits all of them alike, median of each. The fastest at the batch the server will
-mostly run (the dynamic-batching size with ``--dynamic-batching``, else 1) serves; the others are
-closed. The table is logged, answered at ``GET /v2/models/NAME/stats`` and exported as the
+When a model loads, every runtime of ``common.runtimes.RUNTIMES`` the bundle can use is built and
+warmed up: Paddle Inference (the reference), and each other runtime that can run the bundle here
+(onnxruntime and OpenVINO when the bundle has inference.onnx and the package imports, Paddle with
+TensorRT on a GPU) and that the export did not record as failed or unavailable (manifest.json
+``parity.runtimes``: a runtime that disagreed with the dygraph model, or could not load the graph,
+at export is never considered). Each runs the bundle's own sample inputs (``samples.npz``,
+written by ``python -m export``) and is compared with Paddle Inference under the export's own
+parity tolerance (``tolerance`` in manifest.json). Those within it are timed: a few calls at batch
+1 and at the dynamic-batching size, interleaved so that a burst of load elsewhere on the machine
+hits all of them alike, median of each. The fastest at the batch the server will mostly run (the
+dynamic-batching size with ``--dynamic-batching``, else 1) serves; the others are closed. The
+table is logged, answered at ``GET /v2/models/NAME/stats`` and exported as the
 ``serve_model_backend`` metric.
 
-A forced ``--backend`` builds that backend alone, neither compared nor timed, as before ``auto``.
+A forced ``--backend`` builds that runtime alone, neither compared nor timed; it is refused for a
+bundle whose export recorded that runtime as failed or unavailable.
 """
 from __future__ import annotations
 
@@ -22,11 +26,11 @@ import time
 import numpy as np
 
 from common.bundle import Bundle, BundleError, Tolerance
+from common.runtimes import REFERENCE, RUNTIMES
 
-from .backends import create_backend, missing_package
+from .backends import create_backend
 
-REFERENCE = "paddle"
-CANDIDATES = ("onnxruntime", "openvino", "paddle_tensorrt")  # compared with the reference
+CANDIDATES = tuple(name for name in RUNTIMES if name != REFERENCE)  # compared with the reference
 REPEATS = 7  # timed calls per backend and batch size, after one untimed call at that size
 DUMMY_ROWS = 4  # rows of zeros for a bundle without samples.npz
 DEFAULT_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-5)  # for bundles exported before the tolerance was recorded
@@ -35,6 +39,8 @@ DEFAULT_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-5)  # for bundles exported befo
 def select(bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]], batch_n: int) -> tuple[object, dict]:
     """(the backend to serve ``bundle`` with, the report of how it was chosen: GET .../stats answers it)."""
     if settings["BACKEND"] != "auto":
+        if why := bundle.ruled_out(settings["BACKEND"]):
+            raise BundleError(f"{bundle.path}: --backend {settings['BACKEND']}: {why}")
         backend = create_backend(bundle, settings, warmup)
         reason = f"forced with --backend {settings['BACKEND']}; not compared or timed"
         row = _row(backend.name, chosen=True, reason=reason)
@@ -94,34 +100,30 @@ def _row(backend: str, *, passed: bool | None = None, max_abs_diff: float | None
 
 def _try(name: str, bundle: Bundle, settings: dict, warmup, inputs, expected, tolerance: Tolerance):
     """(its row, the backend if it passed parity, else None) for one candidate."""
+    platform = RUNTIMES[name].platform
     if why := unavailable(name, bundle, settings):
-        return _row(name, reason=why), None
-    kind, options = ("paddle", {**settings, "TENSORRT": True}) if name == "paddle_tensorrt" else (name, settings)
+        return _row(platform, reason=why), None
     backend = None
     try:
-        backend = create_backend(bundle, options, warmup, kind)
+        backend = create_backend(bundle, settings, warmup, name)
         outputs = backend.run(inputs)
         figures = [tolerance.compare(e, o) for e, o in zip(expected, outputs, strict=True)]
     except Exception as exc:  # noqa: BLE001  a candidate that cannot load or run is a row, not a refused model
         if backend is not None:
             backend.close()
-        return _row(name, passed=False, reason=f"failed to load or run: {_text(exc)}"), None
+        return _row(platform, passed=False, reason=f"failed to load or run: {_text(exc)}"), None
     worst = max(f["max_abs_diff"] for f in figures)
     if all(f["passed"] for f in figures):
-        return _row(name, passed=True, max_abs_diff=worst), backend
+        return _row(platform, passed=True, max_abs_diff=worst), backend
     backend.close()
     mismatches = sum(f.get("top1_mismatches", 0) for f in figures)
-    return _row(name, passed=False, max_abs_diff=worst, reason=f"parity failed: max abs diff {worst:.3g}"
+    return _row(platform, passed=False, max_abs_diff=worst, reason=f"parity failed: max abs diff {worst:.3g}"
                 + (f", {mismatches} top-1 differ" if mismatches else "") + f" (tolerance: {tolerance.text()})"), None
 
 
 def unavailable(name: str, bundle: Bundle, settings: dict) -> str | None:
-    """Why backend ``name`` cannot serve ``bundle`` here, or None when it can be tried."""
-    if name == "paddle_tensorrt":
-        return None if settings["DEVICE"] == "gpu" else "GPU only (--device gpu)"
-    if bundle.onnx_file is None:
-        return "the bundle has no inference.onnx (exported with --no-onnx, or paddle2onnx could not convert it)"
-    return missing_package(name)
+    """Why runtime ``name`` cannot serve ``bundle`` here, or None when it can be tried."""
+    return RUNTIMES[name].unavailable(bundle.path, settings["DEVICE"]) or bundle.ruled_out(name)
 
 
 def parity_inputs(bundle: Bundle) -> tuple[list[np.ndarray], str]:

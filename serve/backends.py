@@ -1,19 +1,15 @@
-"""Inference backends: a pool of Paddle Inference predictors, an onnxruntime session, or OpenVINO.
+"""Inference backends: a runtime of ``common/runtimes.py`` opened on a bundle and pooled for request threads.
 
 All expose ``run(inputs) -> outputs``: lists of arrays in the order the bundle's ``Inputs`` and
 ``Outputs`` declare them, safe to call from many threads at once; for a bundle exported with a fixed
-batch size, ``FixedBatch`` pads or splits every batch to that size. Which one serves a model is
+batch size, ``FixedBatch`` pads or splits every batch to that size. Which runtime serves a model is
 ``--backend`` 's choice, or with ``auto`` serve/autoselect.py's.
 
-Paddle predictors are not thread-safe, so each model owns a pool of ``predictor.clone()`` s
-(clones share the weights, not the activations), each used by one thread only, so two requests
-never share a predictor. onnxruntime's ``InferenceSession.run`` is thread-safe and needs no pool.
-An OpenVINO ``InferRequest`` runs one call at a time, so a model has a pool of them (``POOL_SIZE``,
-one CPU stream each) that request threads borrow.
+Nothing here names a runtime: the pool follows the runtime's ``sharing`` (``POOLS``), and its
+options come from the server settings of the same names (``SWITCH_SETTINGS``).
 """
 from __future__ import annotations
 
-import importlib
 import queue
 import threading
 from concurrent.futures import Future
@@ -21,49 +17,63 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from common.bundle import Bundle, BundleError, PredictorRunner, openvino_model, openvino_run, predictor_config
+from common.bundle import Bundle, BundleError
+from common.runtimes import RUNTIMES
 
 from .errors import ApiError
 
+# A runtime's switch -> the server setting that gives its value.
+SWITCH_SETTINGS = {"mkldnn": "MKLDNN", "ir_optim": "IR_OPTIM", "memory_optim": "MEMORY_OPTIM", "tensorrt": "TENSORRT"}
 
-class PaddleBackend:
-    """``pool_size`` Paddle Inference predictors for one bundle, each owned by one long-lived thread.
 
-    Why threads own the predictors instead of a queue of predictors that request threads borrow:
-    with oneDNN, Paddle caches kernels per *thread id*; the development server starts a thread per
+def open_engine(runtime, bundle: Bundle, settings: dict):
+    """``runtime`` opened on ``bundle`` with the server's threads, streams and the switches it has settings for."""
+    switches = {k: settings[SWITCH_SETTINGS[k]] for k in runtime.switches
+                if k in SWITCH_SETTINGS and SWITCH_SETTINGS[k] in settings}
+    engine = runtime.open(bundle.path, input_names=[t["name"] for t in bundle.inputs], device=settings["DEVICE"],
+                          threads=settings["THREADS"], streams=settings["POOL_SIZE"], **switches)
+    check_arity(bundle, *engine.arity)
+    return engine
+
+
+def check_arity(bundle: Bundle, inputs: int, outputs: int) -> None:
+    """Refuse a graph whose inputs or outputs do not match what inference.yml declares."""
+    if inputs != len(bundle.inputs) or outputs != len(bundle.outputs):
+        raise BundleError(f"{bundle.path}: the graph has {inputs} inputs and {outputs} outputs; inference.yml "
+                          f"declares {len(bundle.inputs)} and {len(bundle.outputs)}")
+
+
+class ThreadOwnedPool:
+    """``pool_size`` runners, each made, warmed up and run by one long-lived thread of its own.
+
+    Why threads own the runners instead of a queue of runners that request threads borrow: with
+    oneDNN, Paddle caches kernels per *thread id*; the development server starts a thread per
     request, and a new thread that reuses a dead thread's id finds that thread's stale cache and the
     run fails (``RuntimeError: std::exception``, intermittently). Here a predictor is created,
     warmed up and run only by its own thread, which lives as long as the process. Requests queue
-    jobs; the first free predictor thread takes one. The hand-off costs tens of microseconds.
+    jobs; the first free runner thread takes one. The hand-off costs tens of microseconds.
     """
 
-    name = "paddle_inference"
-
-    def __init__(self, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
-        if settings["DEVICE"] == "gpu" and settings["TENSORRT"]:
-            self.name = "paddle_tensorrt"
-        self.input_names = [t["name"] for t in bundle.inputs]
-        self.config = predictor_config(bundle, device=settings["DEVICE"], threads=settings["THREADS"],
-                                       mkldnn=settings["MKLDNN"], ir_optim=settings["IR_OPTIM"],
-                                       memory_optim=settings["MEMORY_OPTIM"], tensorrt=settings["TENSORRT"])
+    def __init__(self, runtime, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
+        self.runtime, self.bundle, self.settings = runtime, bundle, settings
+        self.name = runtime.platform
         self.timeout = settings["POOL_TIMEOUT_S"]
         self.jobs: queue.Queue[tuple[list[np.ndarray], Future] | None] = queue.Queue()
-        self._first = None  # the predictor the others are cloned from (clones share its weights)
+        self.engine = None  # opened by thread 0; the others take runners (clones) from it
         self.size = settings["POOL_SIZE"]
         for i in range(self.size):
             ready: Future = Future()
-            threading.Thread(target=self._serve, args=(i, warmup, ready), name=f"predictor-{bundle.path.name}-{i}",
+            threading.Thread(target=self._serve, args=(i, warmup, ready), name=f"{self.name}-{bundle.path.name}-{i}",
                              daemon=True).start()
-            ready.result()  # one by one: thread 0 makes the predictor the others clone; raises its error
+            ready.result()  # one by one: thread 0 opens the engine the others take runners from; raises its error
 
     def _serve(self, index: int, warmup: list[list[np.ndarray]], ready: Future) -> None:
-        """Thread body: make (or clone) a predictor, warm it up, then run jobs forever."""
-        from paddle import inference
-
+        """Thread body: open the engine (thread 0) and take a runner, warm it up, then run jobs forever."""
         try:
             if index == 0:
-                self._first = inference.create_predictor(self.config)
-            slot = PredictorRunner(self._first if index == 0 else self._first.clone(), self.input_names)
+                self.engine = open_engine(self.runtime, self.bundle, self.settings)
+                self.name = self.engine.platform
+            slot = self.engine.runner()
             for inputs in warmup:
                 slot.run(inputs)
         except Exception as exc:  # noqa: BLE001  reported to the loader, which refuses the model
@@ -80,7 +90,7 @@ class PaddleBackend:
                 future.set_exception(exc)
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Run ``inputs`` on the first free predictor; 503 if none answers within the pool timeout."""
+        """Run ``inputs`` on the first free runner; 503 if none answers within the pool timeout."""
         future: Future = Future()
         self.jobs.put((inputs, future))
         try:
@@ -90,86 +100,59 @@ class PaddleBackend:
             raise ApiError(503, "busy", f"no predictor was free for {self.timeout:g} s; retry later") from None
 
     def close(self) -> None:
-        """End the predictor threads (a backend that --backend auto did not choose), freeing their predictors."""
+        """End the runner threads (a backend that --backend auto did not choose), freeing their predictors."""
         for _ in range(self.size):
             self.jobs.put(None)
 
 
-def require_onnx(bundle: Bundle, backend: str):
-    """The bundle's inference.onnx, or a BundleError saying how to get one."""
-    if bundle.onnx_file is None:
-        raise BundleError(f"{bundle.path} has no inference.onnx, needed by --backend {backend}; export it with "
-                          "`python -m export` (without --no-onnx) or serve it with --backend paddle")
-    return bundle.onnx_file
+PaddleBackend = ThreadOwnedPool  # the pool Paddle Inference runs in (bench/request_cost.py times its hand-off)
 
 
-def check_arity(bundle: Bundle, inputs: int, outputs: int) -> None:
-    """Refuse an ONNX graph whose inputs or outputs do not match what inference.yml declares."""
-    if inputs != len(bundle.inputs) or outputs != len(bundle.outputs):
-        raise BundleError(f"{bundle.onnx_file} has {inputs} inputs and {outputs} outputs; inference.yml declares "
-                          f"{len(bundle.inputs)} and {len(bundle.outputs)}")
+class BorrowedPool:
+    """``POOL_SIZE`` runners that request threads borrow, one call at a time each."""
 
-
-class OnnxBackend:
-    """An onnxruntime session on the bundle's inference.onnx."""
-
-    name = "onnxruntime"
-
-    def __init__(self, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
-        import onnxruntime as ort
-
-        onnx_file = require_onnx(bundle, self.name)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings["THREADS"]
-        options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if settings["DEVICE"] == "gpu":
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
-        # paddle2onnx keeps the graph's feed and fetch order, which is the order the bundle declares.
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        check_arity(bundle, len(self.input_names), len(self.session.get_outputs()))
-        for inputs in warmup:  # the first runs allocate buffers
-            self.run(inputs)
-
-    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Run ``inputs`` (the session is thread-safe)."""
-        return self.session.run(None, dict(zip(self.input_names, inputs)))
-
-    def close(self) -> None:
-        """Nothing to end: the session goes with this object."""
-
-
-class OpenVinoBackend:
-    """OpenVINO on the bundle's inference.onnx (CPU, FP32): ``POOL_SIZE`` infer requests, one per CPU stream."""
-
-    name = "openvino"
-
-    def __init__(self, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
-        compiled = openvino_model(require_onnx(bundle, self.name), threads=settings["THREADS"],
-                                  streams=settings["POOL_SIZE"])
-        check_arity(bundle, len(compiled.inputs), len(compiled.outputs))
-        self.timeout = settings["POOL_TIMEOUT_S"]
-        self.requests: queue.Queue = queue.Queue()
+    def __init__(self, runtime, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
+        engine = open_engine(runtime, bundle, settings)
+        self.name, self.timeout = engine.platform, settings["POOL_TIMEOUT_S"]
+        self.runners: queue.Queue = queue.Queue()
         for _ in range(settings["POOL_SIZE"]):
-            self.requests.put(compiled.create_infer_request())
+            self.runners.put(engine.runner())
         for inputs in warmup:
             self.run(inputs)
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Run ``inputs`` on a free infer request; 503 if none is free within the pool timeout."""
+        """Run ``inputs`` on a free runner; 503 if none is free within the pool timeout."""
         try:
-            request = self.requests.get(timeout=self.timeout)
+            runner = self.runners.get(timeout=self.timeout)
         except queue.Empty:
-            raise ApiError(503, "busy", f"no OpenVINO infer request was free for {self.timeout:g} s; "
-                           "retry later") from None
+            raise ApiError(503, "busy", f"no {self.name} runner was free for {self.timeout:g} s; retry later") from None
         try:
-            return openvino_run(request, inputs)
+            return runner.run(inputs)
         finally:
-            self.requests.put(request)
+            self.runners.put(runner)
 
     def close(self) -> None:
-        """Nothing to end: the compiled model and its requests go with this object."""
+        """Nothing to end: the engine and its runners go with this object."""
+
+
+class SharedRunner:
+    """One thread-safe runner for every request thread."""
+
+    def __init__(self, runtime, bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]]):
+        engine = open_engine(runtime, bundle, settings)
+        self.name, self.runner = engine.platform, engine.runner()
+        for inputs in warmup:  # the first runs allocate buffers
+            self.run(inputs)
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run ``inputs`` (the runner is thread-safe)."""
+        return self.runner.run(inputs)
+
+    def close(self) -> None:
+        """Nothing to end: the engine goes with this object."""
+
+
+POOLS = {"thread": ThreadOwnedPool, "borrow": BorrowedPool, "shared": SharedRunner}  # by Runtime.sharing
 
 
 class FixedBatch:
@@ -199,28 +182,24 @@ class FixedBatch:
         return [np.concatenate(per_output) for per_output in zip(*pieces)]
 
 
-BACKENDS = {"paddle": PaddleBackend, "onnxruntime": OnnxBackend, "openvino": OpenVinoBackend}
-PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # backend -> the package it imports
-
-
 def missing_package(backend: str) -> str | None:
-    """Why ``backend`` cannot run in this Python (its package does not import), or None when it can."""
-    if backend not in PACKAGES:
-        return None
-    try:
-        importlib.import_module(PACKAGES[backend])
-    except ImportError as exc:
-        return f"the {PACKAGES[backend]} package is not installed (pip install -r requirements.txt): {exc}"
-    return None
+    """Why runtime ``backend`` cannot run in this Python (its package does not import), or None when it can."""
+    runtime = RUNTIMES.get(backend)
+    return runtime.missing() if runtime else None
 
 
 def create_backend(bundle: Bundle, settings: dict, warmup: list[list[np.ndarray]], backend: str | None = None):
-    """The backend named ``backend`` (default: ``settings["BACKEND"]``), loaded for ``bundle`` and run on each
-    ``warmup`` batch.
+    """The runtime named ``backend`` (default: ``settings["BACKEND"]``) opened on ``bundle``, pooled as its
+    ``sharing`` asks, and run on each ``warmup`` batch.
 
+    ``BundleError`` when the runtime cannot run this bundle here (no inference.onnx, wrong device, ...).
     The warm-up batches go to the backend as they are, so for a fixed-batch bundle they must have
     its batch size (``Bundle.zeros`` makes them so); requests then pass through ``FixedBatch``.
     """
-    made = BACKENDS[backend or settings["BACKEND"]](bundle, settings, warmup)
+    name = backend or settings["BACKEND"]
+    runtime = RUNTIMES[name]
+    if why := runtime.unavailable(bundle.path, settings["DEVICE"]):
+        raise BundleError(f"{bundle.path} cannot be served with --backend {name}: {why}")
+    made = POOLS[runtime.sharing](runtime, bundle, settings, warmup)
     size = bundle.fixed_batch
     return FixedBatch(made, size) if size else made

@@ -11,6 +11,8 @@ import os
 
 from flask import current_app
 
+from common.runtimes import RUNTIMES
+
 ENV_PREFIX = "SERVE_"
 
 # Every setting: its default (whose type is the setting's type) and what it means. The flag of
@@ -20,8 +22,8 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "MODELS": ("bundles", "folder of bundles: DIR/NAME/ or DIR/NAME/VERSION/ (not the project's models/ package); "
                           "none in it: refused at start"),
     "DEVICE": ("cpu", "where predictors run; gpu needs paddlepaddle-gpu"),
-    "BACKEND": ("auto", "inference engine; auto: per model, the fastest of those that give Paddle Inference's answers "
-                        "on the bundle's samples (docs/SERVING.md, Backends)"),
+    "BACKEND": ("auto", "inference engine; auto: per model, the fastest of those that passed the export's parity and "
+                        "give Paddle Inference's answers on the bundle's samples (docs/SERVING.md, Backends)"),
     "THREADS": (1, "math threads per predictor (onnxruntime: intra-op threads; OpenVINO: threads per stream)"),
     "POOL_SIZE": (0, "predictors per model and worker; 0: one per request thread"),
     "POOL_TIMEOUT_S": (30.0, "a request waits this long for a free predictor, then gets a 503"),
@@ -54,7 +56,7 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "MAX_REQUEST_PIXELS": (50_000_000, "pixels of all images of one request together, before decoding any"),
 }
 DEFAULTS: dict = {key: default for key, (default, _) in SETTINGS.items()}
-CHOICES = {"DEVICE": ("cpu", "gpu"), "BACKEND": ("auto", "paddle", "onnxruntime", "openvino")}
+CHOICES = {"DEVICE": ("cpu", "gpu"), "BACKEND": ("auto", *RUNTIMES)}
 ZERO_ALLOWED = ("POOL_SIZE", "WARMUP_BATCHES")  # integer settings for which 0 means something
 
 

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import paddle
 import pytest
 
-from common.bundle import DTYPES, PredictorRunner, create_predictor, read_bundle, sha256_file
+from common.bundle import DTYPES, read_bundle, sha256_file
+from common.runtimes import RUNTIMES, PredictorRunner, create_predictor
 from tests.conftest import ROOT
 from tests.test_serve import HOUSE, Server
 
@@ -147,7 +147,8 @@ def test_openvino_serves_paddle_answers(openvino, models):
 
 def test_openvino_refuses_a_bundle_without_onnx(openvino):
     r = openvino.get("/v2/models/housing_old/ready")
-    assert r.status_code == 503 and "no inference.onnx, needed by --backend openvino" in r.json()["error"]
+    assert r.status_code == 503 and "cannot be served with --backend openvino: the bundle has no inference.onnx" \
+        in r.json()["error"]
 
 
 # ---- auto ------------------------------------------------------------------------------------
@@ -277,7 +278,7 @@ def test_forcing_onnxruntime_without_onnx_refuses_the_model(models, tmp_path):
     assert app.extensions["registry"].done.wait(60)
     r = app.test_client().post("/predict/house", json=HOUSE)
     assert r.status_code == 503 and r.json["error"]["code"] == "model_unavailable"
-    assert "has no inference.onnx, needed by --backend onnxruntime" in r.json["error"]["message"]
+    assert "cannot be served with --backend onnxruntime: the bundle has no inference.onnx" in r.json["error"]["message"]
 
 
 def test_forced_backend_not_installed_stops_the_server_with_one_line(models, tmp_path):
@@ -307,53 +308,72 @@ def test_export_writes_onnx_samples_and_tolerance_by_default(mnist_bundle, mnist
     (x,) = b.samples()
     assert x.shape == (8, 1, 28, 28) and x.dtype == np.float32
     assert np.array_equal(x, plan_from_checkpoint(mnist_checkpoint, str(data_dir)).samples.x[0][:8])
-    for runtime in ("onnx", "openvino"):
-        parity = b.manifest["parity"][runtime]
-        assert parity["passed"] and [s["batch"] for s in parity["settings"]] == [1, 64], parity
+    for runtime in ("onnxruntime", "openvino"):
+        result = b.runtime_result(runtime)
+        assert result["status"] == "passed" and [c["batch"] for c in result["settings"][0]["cases"]] == [1, 64], result
 
 
-def test_model_paddle2onnx_cannot_convert_exports_paddle_only(tmp_path, capsys):
-    """python -m export: a warning line, a note in the manifest, no inference.onnx, exit 0."""
-    from export.__main__ import main
+def test_every_registered_runtime_is_a_backend_choice_and_an_auto_candidate():
+    """Adding a runtime is one class and one entry in common.runtimes.RUNTIMES: the server takes the rest from it."""
+    from serve import autoselect, backends
+    from serve.config import CHOICES
 
-    from tests.test_export import Branchy
-
-    paddle.save(Branchy(width=4).state_dict(), str(tmp_path / "w.pdparams"))
-    assert main(["--layer", "tests.test_export:Branchy", "--layer-kwargs", '{"width": 4}',
-                 "--weights", str(tmp_path / "w.pdparams"),
-                 "--input", "x:float32:-1,4", "--out", str(tmp_path / "b")]) == 0
-    captured = capsys.readouterr()
-    warning = [line for line in captured.err.splitlines() if line.startswith("warning:")]
-    assert len(warning) == 1, captured.err
-    assert warning[0].startswith("warning: no inference.onnx: paddle2onnx could not convert inference.json: ")
-    assert warning[0].endswith("; the bundle is Paddle-only")
-    b = read_bundle(tmp_path / "b")
-    assert b.onnx_file is None and "inference.onnx" not in b.manifest["files"] and "onnx" not in b.manifest["parity"]
-    assert b.manifest["notes"] == [warning[0][len("warning: "):]] and b.samples() is not None
-    assert f"note: {b.manifest['notes'][0]}" in captured.out
+    assert CHOICES["BACKEND"] == ("auto", *RUNTIMES)
+    assert set(autoselect.CANDIDATES) | {"paddle"} == set(RUNTIMES)
+    assert all(runtime.sharing in backends.POOLS for runtime in RUNTIMES.values())
 
 
-def test_onnx_that_converts_but_fails_parity_fails_the_export(housing_checkpoint, tmp_path, monkeypatch):
-    from export import ExportError, export_checkpoint, parity
+def test_a_runtime_that_disagrees_is_recorded_failed_and_required_it_is_fatal(housing_checkpoint, tmp_path,
+                                                                               monkeypatch):
+    """An inference.onnx that converts but computes something else: the export ships the Paddle bundle, records
+    onnxruntime and OpenVINO as failed with their figures (and drops the file no server may use); --require
+    onnxruntime makes that fatal."""
+    from export import ExportError, ExportWarning, export_checkpoint, pipeline
 
-    real = parity.to_onnx
+    real = pipeline.to_onnx
 
     def wrong(folder):
         assert real(folder) is None
         scale_largest_weight(folder / "inference.onnx")
-    monkeypatch.setattr(parity, "to_onnx", wrong)
-    with pytest.raises(ExportError, match=r"parity failed: inference.onnx \(onnxruntime\)"):
-        export_checkpoint(housing_checkpoint, tmp_path / "b")
-    assert not (tmp_path / "b").exists()
+    monkeypatch.setattr(pipeline, "to_onnx", wrong)
+    with pytest.warns(ExportWarning, match=r"onnxruntime failed: on samples, batch 1: output 'price' max abs diff"):
+        b = read_bundle(export_checkpoint(housing_checkpoint, tmp_path / "b"))
+    for runtime in ("onnxruntime", "openvino"):
+        result = b.runtime_result(runtime)
+        figures = result["settings"][0]["cases"][0]["outputs"]["price"]
+        assert result["status"] == "failed" and not figures["passed"] and figures["max_abs_diff"] > 1e-3, result
+    assert b.runtime_result("paddle")["status"] == "passed" and b.onnx_file is None
+    assert any(note.startswith("onnxruntime failed: ") for note in b.manifest["notes"])
+    with pytest.raises(ExportError, match="--require onnxruntime: onnxruntime failed: "):
+        export_checkpoint(housing_checkpoint, tmp_path / "c", require=("onnxruntime",))
+    assert not (tmp_path / "c").exists()
 
 
-def test_export_without_openvino_skips_its_parity_and_no_onnx_skips_the_file(housing_checkpoint, tmp_path,
-                                                                              monkeypatch):
+def test_a_forced_backend_the_export_ruled_out_is_refused(housing_bundle, tmp_path):
+    """--backend openvino on a bundle whose export recorded OpenVINO as unavailable: refused with that reason."""
+    from serve.app import create_app
+
+    shutil.copytree(housing_bundle, tmp_path / "housing")
+    manifest = json.loads((tmp_path / "housing" / "manifest.json").read_text())
+    manifest["parity"]["runtimes"]["openvino"] = {"status": "unavailable", "reason": "Conversion is failed for: Loop-11"}
+    (tmp_path / "housing" / "manifest.json").write_text(json.dumps(manifest))
+    app = create_app({"MODELS": str(tmp_path), "BACKEND": "openvino", "WARMUP_BATCHES": 0})
+    assert app.extensions["registry"].done.wait(60)
+    r = app.test_client().get("/v2/models/housing/ready")
+    assert r.status_code == 503 and "--backend openvino: unavailable at export: Conversion is failed for: Loop-11" \
+        in r.json["error"]
+
+
+def test_export_without_openvino_skips_it_and_no_onnx_skips_both(housing_checkpoint, tmp_path, monkeypatch):
     from export import export_checkpoint
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
-    parity = read_bundle(export_checkpoint(housing_checkpoint, tmp_path / "a")).manifest["parity"]
-    assert parity["onnx"]["passed"] and parity["openvino"]["passed"] is None
-    assert parity["openvino"]["skipped"].startswith("openvino is not installed")
+    b = read_bundle(export_checkpoint(housing_checkpoint, tmp_path / "a"))
+    assert b.runtime_result("onnxruntime")["status"] == "passed" and b.manifest["notes"] == []
+    assert b.runtime_result("openvino") == {"status": "skipped", "reason": b.runtime_result("openvino")["reason"]}
+    assert b.runtime_result("openvino")["reason"].startswith("the openvino package is not installed")
     b = read_bundle(export_checkpoint(housing_checkpoint, tmp_path / "b", onnx=False))
-    assert b.onnx_file is None and "onnx" not in b.manifest["parity"] and b.manifest["notes"] == []
+    assert b.onnx_file is None and b.manifest["notes"] == []
+    for runtime in ("onnxruntime", "openvino"):
+        assert b.runtime_result(runtime)["status"] == "skipped"
+        assert "has no inference.onnx" in b.runtime_result(runtime)["reason"]

@@ -21,7 +21,8 @@ import yaml
 from paddle import nn
 
 import models
-from common.bundle import BUNDLE_FORMAT, PredictorRunner, create_predictor, read_bundle, sha256_file
+from common.bundle import BUNDLE_FORMAT, read_bundle, sha256_file
+from common.runtimes import PredictorRunner, create_predictor
 from export import ExportError, check_bundle, export_checkpoint
 from tests.conftest import ROOT, run_module
 from common import checkpoint
@@ -100,11 +101,18 @@ def test_mnist_bundle_contents(mnist_bundle, mnist_checkpoint):
     assert src["sha256"] == sha256_file(mnist_checkpoint) and src["epoch"] == src["best_epoch"]
     assert src["metrics"]["test_acc"] > 0.98 and "val_acc" in src["metrics"]
     parity = m["parity"]
-    assert parity["passed"] and parity["samples"] >= 300 and parity["dygraph_metrics"]["acc"] > 0.98
-    assert {(s["batch"], s["onednn"]) for s in parity["settings"]} == {(1, True), (64, True), (1, False), (64, False)}
-    assert all(s["max_abs_diff"] <= 1e-5 and s["top1_mismatches"] == 0 for s in parity["settings"])
+    assert parity["passed"] and parity["dygraph_metrics"]["acc"] > 0.98
+    assert [(c["label"], c["calls"]) for c in parity["cases"]] == [("samples, batch 1", 320), ("samples, batch 64", 5)]
+    runtimes = parity["runtimes"]
+    assert {name: r["status"] for name, r in runtimes.items()} == {
+        "paddle": "passed", "onnxruntime": "passed", "openvino": "passed", "paddle_tensorrt": "skipped"}
+    assert [s["label"] for s in runtimes["paddle"]["settings"]] == ["oneDNN on", "oneDNN off"]
+    figures = [f for r in runtimes.values() for s in r.get("settings", []) for c in s["cases"]
+               for f in c["outputs"].values()]
+    assert len(figures) == 8 and all(f["max_abs_diff"] <= 1e-5 and f["top1_mismatches"] == 0 for f in figures)
     assert m["training_config"]["model"] == "cnn"
-    print("mnist parity:", [(s["batch"], s["onednn"], s["max_abs_diff"]) for s in parity["settings"]])
+    print("mnist parity:", [(s["label"], c["case"], c["outputs"]["probabilities"]["max_abs_diff"])
+                            for s in runtimes["paddle"]["settings"] for c in s["cases"]])
 
 
 def test_housing_bundle_answers_in_dollars(housing_bundle, housing_checkpoint, data_dir):
@@ -121,8 +129,8 @@ def test_housing_bundle_answers_in_dollars(housing_bundle, housing_checkpoint, d
     # De-normalised in the graph: the bundle's error in $1000s is the one training measured.
     assert np.mean(np.abs(price - truth)) == pytest.approx(bundle.manifest["source_checkpoint"]["metrics"]["test_mae"],
                                                            rel=1e-4)
-    print("housing parity:", [(s["batch"], s["onednn"], s["max_abs_diff"], s["max_rel_diff"])
-                              for s in bundle.manifest["parity"]["settings"]])
+    print("housing parity:", [(s["label"], c["case"], c["outputs"]["price"]["max_abs_diff"])
+                              for s in bundle.manifest["parity"]["runtimes"]["paddle"]["settings"] for c in s["cases"]])
 
 
 @pytest.mark.parametrize("task,name", [(t, n) for t in models.REGISTRY for n in models.REGISTRY[t]])
@@ -159,9 +167,9 @@ def test_parity_fails_on_altered_parameters(mnist_bundle, mnist_checkpoint, tmp_
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_failed_parity_leaves_nothing(housing_checkpoint, tmp_path, monkeypatch):
+def test_random_forward_is_refused_and_leaves_nothing(housing_checkpoint, tmp_path, monkeypatch):
     class Noisy(nn.Layer):
-        """Adds fresh noise on every call: dygraph and predictor can never agree."""
+        """Adds fresh noise on every call: no static graph can be proven equal to it."""
 
         def __init__(self):
             super().__init__()
@@ -172,9 +180,27 @@ def test_failed_parity_leaves_nothing(housing_checkpoint, tmp_path, monkeypatch)
 
     monkeypatch.setitem(models.REGISTRY["housing"], "noisy", Noisy)
     ckpt = checkpoint_for(housing_checkpoint, "housing", "noisy", tmp_path)
-    with pytest.raises(ExportError, match="parity failed"):
+    with pytest.raises(ExportError, match="Noisy.forward is not deterministic: two calls on the same input differ"):
         export_checkpoint(ckpt, tmp_path / "new" / "deeper" / "bundle")
     assert not (tmp_path / "new").exists() and leftovers(tmp_path) == []  # parents it made are gone too
+
+
+def test_a_graph_that_differs_fails_parity_and_leaves_nothing(housing_checkpoint, tmp_path, monkeypatch):
+    """A network whose static graph really computes something else: Paddle's std (n - 1) where NumPy's (n) ran."""
+    class NumpyStd(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(13, 1)
+
+        def forward(self, x):
+            return self.fc(x) / float(x.numpy().std())
+
+    monkeypatch.setitem(models.REGISTRY["housing"], "numpy_std", NumpyStd)
+    ckpt = checkpoint_for(housing_checkpoint, "housing", "numpy_std", tmp_path)
+    with pytest.raises(ExportError, match=r"parity failed: .* max abs diff .* the likely cause: tests/test_export.py:"
+                                          r"\d+ `return self.fc\(x\) / float\(x.numpy\(\).std\(\)\)`.*paddle.std"):
+        export_checkpoint(ckpt, tmp_path / "new" / "bundle")
+    assert not (tmp_path / "new").exists() and leftovers(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,8 +287,8 @@ class Branchy(nn.Layer):
         return y
 
 
-class TwoShapes(nn.Layer):
-    """Branches returning different structures: no static graph can express it."""
+class TwoDtypes(nn.Layer):
+    """Branches returning different dtypes: fine in dygraph, but no conditional op of a static graph has two."""
 
     def __init__(self):
         super().__init__()
@@ -270,8 +296,8 @@ class TwoShapes(nn.Layer):
 
     def forward(self, x):
         if x.mean() > 0:
-            return self.fc(x), x
-        return self.fc(x)
+            return self.fc(x)
+        return paddle.cast(self.fc(x), "float64")
 
 
 def test_data_dependent_if_is_converted(housing_checkpoint, tmp_path, monkeypatch):
@@ -287,15 +313,15 @@ def test_data_dependent_if_is_converted(housing_checkpoint, tmp_path, monkeypatc
 
 
 def test_unconvertible_forward_names_construct_and_fix(housing_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setitem(models.REGISTRY["housing"], "two_shapes", TwoShapes)
-    ckpt = checkpoint_for(housing_checkpoint, "housing", "two_shapes", tmp_path)
+    monkeypatch.setitem(models.REGISTRY["housing"], "two_dtypes", TwoDtypes)
+    ckpt = checkpoint_for(housing_checkpoint, "housing", "two_dtypes", tmp_path)
     with pytest.raises(ExportError) as err:
         export_checkpoint(ckpt, tmp_path / "bundle")
     message = str(err.value)
     print(message)
     assert "\n" not in message
-    assert "could not convert TwoShapes.forward (at test_export.py:" in message and "paddle.static.nn.cond" in message
-    assert "if/else" in message  # Paddle's own reason: different number of return values
+    assert "could not convert TwoDtypes.forward" in message and "paddle.static.nn.cond" in message
+    assert "true_block&false_block must be equal" in message  # Paddle's own reason
     assert not (tmp_path / "bundle").exists() and leftovers(tmp_path) == []
 
 
@@ -344,7 +370,7 @@ def test_force_replaces_bundle(housing_checkpoint, housing_bundle, tmp_path):
     export_checkpoint(housing_checkpoint, out, force=True, batch=8)
     assert not (out / "stale.txt").exists() and leftovers(tmp_path) == []
     bundle = read_bundle(out, verify=True)
-    assert bundle.inputs[0]["shape"] == [8, 13] and [s["batch"] for s in bundle.manifest["parity"]["settings"]] == [8, 8]
+    assert bundle.inputs[0]["shape"] == [8, 13] and [c["batch"] for c in bundle.manifest["parity"]["cases"]] == [8]
     with pytest.raises(ExportError, match="not a bundle"):  # --force never wipes an arbitrary folder
         export_checkpoint(housing_checkpoint, ROOT / "docs", force=True)
 
@@ -368,7 +394,8 @@ def test_pdmodel_with_onnx(mnist_checkpoint, data_dir, tmp_path):
     files = {p.name for p in out.iterdir()}
     assert {"inference.pdmodel", "inference.onnx"} <= files and "inference.json" not in files
     bundle = read_bundle(out, verify=True)
-    assert bundle.graph_file.name == "inference.pdmodel" and bundle.manifest["parity"]["onnx"]["passed"]
+    assert bundle.graph_file.name == "inference.pdmodel"
+    assert bundle.manifest["parity"]["runtimes"]["onnxruntime"]["status"] == "passed"
     x = normalize(mnist_test(data_dir, 0, 64)[0])
     assert onnx_vs_predictor(out, x) <= 1e-5
     assert np.abs(predict(out, x, mkldnn=True) - dygraph(mnist_checkpoint, x)).max() <= 1e-5
@@ -376,9 +403,10 @@ def test_pdmodel_with_onnx(mnist_checkpoint, data_dir, tmp_path):
 
 def test_cli_json_with_onnx(housing_checkpoint, data_dir, tmp_path):
     proc = run_module("export", "--checkpoint", str(housing_checkpoint), "--out", str(tmp_path / "b"), "--onnx")
-    assert "parity onnxruntime vs paddle.inference" in proc.stdout and "inference.onnx" in proc.stdout
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["parity"]["onnx"]["passed"] and "inference.onnx" in manifest["files"]
+    assert proc.stdout.strip() == "\n".join(manifest["report"]) and proc.stderr == ""  # the report, nothing else
+    assert re.search(r"\n  onnxruntime +- +passed ", proc.stdout) and "inference.onnx" in proc.stdout
+    assert manifest["parity"]["runtimes"]["onnxruntime"]["status"] == "passed" and "inference.onnx" in manifest["files"]
     x = housing_test(data_dir, housing_checkpoint)
     assert onnx_vs_predictor(tmp_path / "b", x) <= 1e-4  # $1000s, ~50 at most: relative 2e-6
     assert yaml.safe_load((tmp_path / "b" / "inference.yml").read_text())["Global"]["format"] == "json"
