@@ -11,9 +11,10 @@ import logging
 
 import cv2
 from flask import Flask
+from flask.sessions import NullSession, SessionInterface
 
 from . import config as settings_module
-from . import errors, metrics, openapi, page, predict, timing, v2
+from . import errors, metrics, openapi, page, predict, record, v2
 from .backends import missing_package
 from .batching import InFlight
 from .budget import Budget, megabytes
@@ -21,9 +22,24 @@ from .json_provider import OrjsonProvider
 from .registry import Registry
 
 
+class NoSessions(SessionInterface):
+    """The API keeps no sessions: one shared null session instead of a new one per request."""
+
+    null = NullSession()
+
+    def open_session(self, app, request):
+        return self.null
+
+    def save_session(self, app, session, response):
+        pass
+
+
 class App(Flask):
-    """Flask, minus a check per hook and view: every one of this app's functions is synchronous, so
-    ``ensure_sync`` has nothing to convert (Flask's own asks ``inspect`` each time, ~3 us a call)."""
+    """Flask, minus what this app never uses on each request: sessions, and a check per hook and view
+    (every one of this app's functions is synchronous, so ``ensure_sync`` has nothing to convert;
+    Flask's own asks ``inspect`` each time, ~3 us a call)."""
+
+    session_interface = NoSessions()
 
     def ensure_sync(self, func):
         return func
@@ -55,7 +71,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.json.sort_keys = False  # keep answers in the order written: digit before the ten probabilities
 
     errors.init_app(app)
-    timing.init_app(app)
+    record.init_app(app)
     stats = metrics.Metrics()
     metrics.init_app(app, stats)
     app.extensions["in_flight"] = in_flight = InFlight()  # counted by the production front (serve/front.py)

@@ -34,8 +34,9 @@ class ApiError(Exception):
 
 
 def request_id() -> str:
-    """This request's id (assigned in ``before_request``; a fresh one outside a request)."""
-    return g.get("request_id") or secrets.token_hex(16)
+    """This request's id (serve/record.py; a fresh one outside a request, or before its record exists)."""
+    record = g.get("record")
+    return record.request_id if record is not None else secrets.token_hex(16)
 
 
 def pick_request_id(incoming: str | None) -> str:
@@ -59,16 +60,7 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 
 
 def init_app(app: Flask) -> None:
-    """Assign request ids and turn every exception into the error shape."""
-
-    @app.before_request
-    def assign_request_id():
-        g.request_id = pick_request_id(request.headers.get(REQUEST_ID_HEADER))
-
-    @app.after_request
-    def echo_request_id(response):
-        response.headers[REQUEST_ID_HEADER] = request_id()
-        return response
+    """Turn every exception into the error shape."""
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):

@@ -32,7 +32,7 @@ from .errors import REQUEST_ID_HEADER, error_body, pick_request_id
 
 log = logging.getLogger("serve")
 
-# What the front hands Flask in the WSGI environ, besides the standard keys (serve/timing.py reads them).
+# What the front hands Flask in the WSGI environ, besides the standard keys (serve/record.py reads them).
 RECEIVED = "serve.received"  # (perf_counter when the front first saw the request, when its body was complete)
 DISPATCHED = "serve.dispatched"  # perf_counter when the request was handed to its thread (REQUEST_THREADS > 1)
 DEADLINE = "serve.deadline"  # perf_counter by which the answer is due (REQUEST_TIMEOUT_S after the body)

@@ -2,7 +2,7 @@
 
 The routes (serve/predict.py, serve/v2.py) parse requests and write answers; everything in between
 happens here, for every route alike: the bundle's preprocessing, under the request's pixel and time
-limits and the worker's decode budget, then the model. Each stage is timed (serve/timing.py); what
+limits and the worker's decode budget, then the model. Each stage is timed (serve/record.py); what
 a route needs from a model version comes from the registry (serve/registry.py).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .config import current as settings
 from .errors import ApiError
 from .fields import finite_float32
 from .front import DEADLINE
-from .timing import stage
+from .record import stage
 
 
 def check_deadline(what: str) -> None:
@@ -37,7 +37,7 @@ def run(mv, inputs: list) -> list[np.ndarray]:
     check_deadline("running the model")
     with stage("infer"):
         outputs = [np.asarray(out) for out in mv.runner.run(inputs)]
-    g.model_run = (mv.name, len(inputs[0]))  # serve/metrics.py: batch size and model time per model
+    g.record.model_run = (mv.name, len(inputs[0]))  # serve/metrics.py: batch size and model time per model
     for out in outputs:
         check_finite_output(mv, out)
     return outputs

@@ -19,6 +19,18 @@ COMPACT = (",", ":")
 class OrjsonProvider(DefaultJSONProvider):
     """``app.json``: orjson for ``jsonify``/``dumps``, Flask's defaults for everything else."""
 
+    def response(self, *args, **kwargs):
+        """``jsonify``'s answer, its body written as bytes once (Flask's goes str -> bytes)."""
+        obj = self._prepare_response_obj(args, kwargs)
+        if self.compact is False or (self.compact is None and self._app.debug):
+            return super().response(obj)
+        option = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_SORT_KEYS if self.sort_keys else 0)
+        try:
+            body = orjson.dumps(obj, default=self.default, option=option | orjson.OPT_APPEND_NEWLINE)
+        except TypeError:
+            return super().response(obj)
+        return self._app.response_class(body, mimetype=self.mimetype)
+
     def dumps(self, obj, **kwargs) -> str:
         # jsonify asks for compact separators, which is all orjson writes; anything else (indent in
         # debug mode) is the standard library's job.

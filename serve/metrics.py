@@ -4,7 +4,7 @@ model state and the backend each model runs on.
 Each worker is a process with its own counters. When PROMETHEUS_MULTIPROC_DIR is set (the
 production server and serve/gunicorn_conf.py set it), prometheus-client writes them to files in
 that folder and ``/metrics`` adds up all workers; without it, each scrape sees only the worker that
-answered. The figures of a request are read once it is answered, from its own record (serve/timing.py):
+answered. The figures of a request are read once it is answered, from its own record (serve/record.py):
 the request path never calls into this module.
 """
 from __future__ import annotations
@@ -102,19 +102,19 @@ def init_app(app: Flask, metrics: Metrics) -> None:
     batcher_reports = app.config["SERVE"]["DYNAMIC_BATCHING"]  # the batcher observes its own batch sizes
 
     @app.after_request
-    def record(response):
-        req, ctx = request._get_current_object(), g._get_current_object()
+    def export(response):
+        req = request._get_current_object()
         route = req.url_rule.rule if req.url_rule else "(unmatched)"  # templates: bounded labels
         child(metrics.requests, route, req.method, str(response.status_code)).inc()
-        stages = getattr(ctx, "stages", None)
-        if stages is not None:
-            child(metrics.latency, route).observe(stages.elapsed())
-            for name, seconds in stages.seconds.items():
-                child(metrics.stages, route, name).observe(seconds)
-        model_run = getattr(ctx, "model_run", None)
-        if model_run is not None:
-            model, rows = model_run
-            child(metrics.inference, model).observe(stages.seconds.get("infer", 0.0))
+        record = g.get("record")
+        if record is None:
+            return response
+        child(metrics.latency, route).observe(record.elapsed())
+        for name, seconds in record.seconds.items():
+            child(metrics.stages, route, name).observe(seconds)
+        if record.model_run is not None:
+            model, rows = record.model_run
+            child(metrics.inference, model).observe(record.seconds.get("infer", 0.0))
             if not batcher_reports:
                 child(metrics.batch_size, model).observe(rows)
         return response

@@ -18,7 +18,7 @@ from . import inference, registry
 from .config import current as settings
 from .errors import ApiError
 from .fields import base64_bytes, json_body, query_flag
-from .timing import stage
+from .record import stage
 
 bp = Blueprint("predict", __name__, url_prefix="/predict")
 
@@ -36,12 +36,12 @@ def _invalid_features(message: str) -> ApiError:
 def answer(body: dict):
     """The JSON answer, with the time the request has taken so far (its encoding timed as a stage)."""
     with stage("encode"):
-        return jsonify({**body, "time_ms": round(g.stages.elapsed() * 1000.0, 3)})
+        return jsonify({**body, "time_ms": round(g.record.elapsed() * 1000.0, 3)})
 
 
 def model_ms() -> float:
     """Milliseconds the model took in this request."""
-    return round(g.stages.seconds.get("infer", 0.0) * 1000.0, 3)
+    return round(g.record.seconds.get("infer", 0.0) * 1000.0, 3)
 
 
 # ---- digits ---------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from .config import current as settings
 from .errors import ApiError
 from .fields import base64_bytes, flag, integers, json_body, mapping, objects, parse_json, string
 from .fields import finite_float32, header_length
-from .timing import stage
+from .record import stage
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
