@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.load import free_port, post_status, start, wrk_load, write_wrk_script
-from bench.report import busy_banner, load_note, update_section
+from bench.harness import Check, LoadWatch, add_write_flags, free_port, verdict_table
+from bench.load import post_status, start, wrk_load, write_wrk_script
+from bench.report import publish
 from common.bundle import read_bundle
 from common.datasets import read_mnist
 from common.digit_image import normalize
@@ -135,28 +135,26 @@ def measure(row: str, bundle: Path, body: bytes, work: Path, seconds: float) -> 
     return {"label": ROWS[row][0], "versions": versions, "levels": levels}
 
 
-def verdicts(results: dict) -> list[dict]:
-    """The targets, computed: ours against the best peer at each concurrency, CPU per request, p99."""
+def checks(results: dict) -> list[Check]:
+    """The targets as data: ours against the best peer at each concurrency, CPU per request, p99."""
     ours = results.get("ours")
     peers = {row: r for row, r in results.items() if ROWS[row][1]}
     if not ours or not peers:
         return []
-    rows = []
+    found = []
     for c in LEVELS:
         best = max(peers, key=lambda row: peers[row]["levels"][c]["rps"])
-        ratio = ours["levels"][c]["rps"] / peers[best]["levels"][c]["rps"]
-        rows.append({"target": f"req/s at c={c} >= {TARGETS['ratio_to_best_peer']}x the best peer ({best})",
-                     "value": f"{ratio:.2f}x", "met": ratio >= TARGETS["ratio_to_best_peer"]})
-        cpu = ours["levels"][c]["cpu_ms_per_request"]
-        rows.append({"target": f"server CPU per request at c={c} <= {TARGETS['cpu_ms_per_request']} ms",
-                     "value": f"{cpu:.3f} ms", "met": cpu <= TARGETS["cpu_ms_per_request"]})
-    p99 = ours["levels"][32]["p99"]
-    rows.append({"target": f"p99 at c=32 < {TARGETS['p99_ms_at_32']:g} ms", "value": f"{p99:.1f} ms",
-                 "met": p99 < TARGETS["p99_ms_at_32"]})
-    return rows
+        found.append(Check(f"req/s at c={c}, ours / the best peer ({best})",
+                           ours["levels"][c]["rps"] / peers[best]["levels"][c]["rps"], TARGETS["ratio_to_best_peer"],
+                           fmt="{:.2f}x"))
+        found.append(Check(f"server CPU ms per request at c={c}", ours["levels"][c]["cpu_ms_per_request"],
+                           TARGETS["cpu_ms_per_request"], at_least=False, fmt="{:.3f}"))
+    found.append(Check("p99 ms at c=32", ours["levels"][32]["p99"], TARGETS["p99_ms_at_32"], at_least=False,
+                       fmt="{:.1f}"))
+    return found
 
 
-def markdown(results: dict, body: bytes, seconds: float, loads: tuple) -> str:
+def markdown(results: dict, body: bytes, seconds: float, watch: LoadWatch) -> str:
     head = ("| server | req/s c=1 / 8 / 32 | p50 ms c=1 / 8 / 32 | p99 ms c=1 / 8 / 32 | server CPU ms per request "
             "c=1 / 8 / 32 | failed |\n|---|---|---|---|---|---:|\n")
     lines = []
@@ -167,14 +165,11 @@ def markdown(results: dict, body: bytes, seconds: float, loads: tuple) -> str:
             return " / ".join(format(lv[c][key], fmt) for c in LEVELS)
         lines.append(f"| {r['label']} | {cells('rps', '.0f')} | {cells('p50', '.2f')} | {cells('p99', '.1f')} | "
                      f"{cells('cpu_ms_per_request', '.3f')} | {sum(lv[c]['errors'] for c in LEVELS)} |")
-    targets = "\n".join(f"| {v['target']} | {v['value']} | {'met' if v['met'] else '**not met**'} |"
-                        for v in verdicts(results))
     versions = "\n".join(f"- {r['label']}: {r['versions']}" for r in results.values())
     return (f"The same `inference.onnx`, the same {len(body) / 1000:.1f} kB V2 JSON request to `POST {PATH}`, "
             f"wrk with keep-alive, {seconds:g} s per concurrency, one server at a time on loopback. Server CPU is the "
             "whole process tree's (main process and workers), from /proc.\n\n" + head + "\n".join(lines)
-            + "\n\n| target | measured | |\n|---|---|---|\n" + targets + f"\n\nVersions:\n{versions}\n\n"
-            + load_note(*loads) + "\n")
+            + "\n\n" + verdict_table(checks(results)) + f"\n\nVersions:\n{versions}\n\n" + watch.note() + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10, help="wrk run per concurrency (default: %(default)s)")
     p.add_argument("--rows", default=",".join(ROWS), help="which servers (default: %(default)s)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist/ (default: Paddle's cache)")
-    p.add_argument("--allow-busy", action="store_true", help="write the figures even if the machine was busy")
+    add_write_flags(p)
     args = p.parse_args(argv)
     bundle = read_bundle(args.bundle).path
     if not (bundle / "inference.onnx").is_file():
@@ -197,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         if ROWS[row][1]:
             peer_python(ROWS[row][1])  # made before the measurement, not during it
     body = request_body(args.data_dir)
-    before = os.getloadavg()
-    banner = busy_banner(before[0], args.allow_busy)
+    watch = LoadWatch()
+    if not args.no_write:
+        watch.banner(args.allow_busy)  # refuses a busy start before minutes of measuring
     results = {}
     with tempfile.TemporaryDirectory(prefix="compare-servers-") as tmp:
         for row in rows:
@@ -207,12 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row:14s} " + "  ".join(f"c={c}: {lv[c]['rps']:.0f} req/s p99 {lv[c]['p99']:.1f} ms "
                                            f"{lv[c]['cpu_ms_per_request']:.3f} ms CPU" for c in LEVELS), flush=True)
             time.sleep(2)  # let the machine settle between servers
-    after = os.getloadavg()
-    for v in verdicts(results):
-        print(f"{'met    ' if v['met'] else 'NOT MET'} {v['target']}: {v['value']}")
     command = "python -m bench.compare_servers " + " ".join(argv if argv is not None else sys.argv[1:])
-    update_section("compare_servers", "Serving: ours against KServe and MLServer (V2, the same ONNX model)", command,
-                   banner + markdown(results, body, args.seconds, (before, after)))
+    publish("compare_servers", "Serving: ours against KServe and MLServer (V2, the same ONNX model)",
+            markdown(results, body, args.seconds, watch), command, watch, args.allow_busy, write=not args.no_write)
     return 0
 
 

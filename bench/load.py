@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import resource
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -47,13 +46,6 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), latency.max))
 end
 """
-
-
-def free_port() -> int:
-    """A port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_status(port: int, path: str) -> int:
