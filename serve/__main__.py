@@ -40,6 +40,11 @@ def check(settings: dict, dev: bool) -> None:
     if ":" not in settings["BIND"] or not settings["BIND"].rpartition(":")[2].isdigit():
         raise ValueError(f"--bind must be ADDRESS:PORT, got {settings['BIND']!r}")
     discover(Path(settings["MODELS"]))
+    if settings["BACKEND"] != "auto":  # forced, so every model would be refused: say it once, here
+        from .backends import missing_package
+
+        if why := missing_package(settings["BACKEND"]):
+            raise ValueError(f"--backend {settings['BACKEND']}: {why}")
 
 
 def _development(settings: dict, host: str, port: int) -> int:
