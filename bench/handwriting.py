@@ -108,7 +108,8 @@ def evaluate_kind(model: DigitModel, kind: str, images: np.ndarray, labels: np.n
             examples.append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
         try:
             with stopwatch(times):
-                gray, x = model.pipeline.preview_and_inputs(data, model.max_pixels)
+                pipeline = model.pipeline
+                gray, x = pipeline.model_input(pipeline.decode(data, model.max_pixels, pipeline.header(data)))
         except ImageError:
             ok[i] = False
             continue

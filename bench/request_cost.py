@@ -1,27 +1,23 @@
-"""What one ``POST /predict/digit`` costs the server, piece by piece, in one process (Flask's test client).
+"""What one request costs the server, piece by piece, on the production request path in one process.
 
-    nice python -m bench.request_cost --models DIR [--calls 2000] [--backend auto]
+    nice python -m bench.request_cost --models DIR [--calls 2000]
 
-DIR holds a digits bundle named ``mnist``. The app is built as gunicorn builds it (Prometheus in
-multiprocess mode, files in a temporary folder; one predictor), and every piece is timed alone on
-the same 200x200 PNG as bench/serve_load.py, as the median over ``--calls`` rounds. The pieces
-are timed round-robin, one call of each per round, so that all of them see the same machine
-(timed one after the other, a busy machine's ups and downs land on some pieces and not others):
-  - the whole request through Flask's test client, and an empty route on a bare Flask app and on
-    ours: werkzeug + Flask dispatch, and what our before/after hooks add (request id, metrics);
-  - decoding + preprocessing (split into the header check, the PNG decode and the 28x28 making),
-    and the backend called directly;
-  - the Prometheus writes of one request (multiprocess mmap files vs in-memory values);
-  - the hand-offs alone (wall time), around a backend that returns at once;
-  - JSON encoding of the answer, the request id, and the log records a request emits.
-The pieces do not add up to the whole exactly (the test client builds a WSGI environ, the route
-code runs), and gunicorn's HTTP parsing is not here: bench/serve_load.py has the server's CPU per
-request under gunicorn. Prints the table, or with ``--write`` (quiet machine only, like the other
-benches) puts it in the ``request_cost`` section of docs/BENCHMARKS.md.
+DIR holds a digits bundle named ``mnist``. The app is built as a production worker builds it
+(Prometheus in multiprocess mode, one predictor) and driven through serve/front.py exactly as
+granian drives it, minus granian's own Rust side (bench.serve_load measures the whole server): a
+V2 JSON request (the first MNIST test digit, 16 kB) and the drawing page's 200x200 PNG. Pieces
+are timed round-robin, one call of each per round, as this process's CPU time, medians:
+
+  - each whole request, and the same through Flask alone (an empty route behind the same front);
+  - the model called directly, the preprocessing of the PNG, the JSON parse of the V2 body;
+  - each request hook of the app, as what the whole request costs less when that hook is left out.
+
+Writes the ``request_cost`` section of docs/BENCHMARKS.md (quiet machine only, as every bench).
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -29,254 +25,168 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-# As serve/gunicorn_conf.py does: multiprocess metrics, decided when prometheus_client is imported.
+# As the production server does: multiprocess metrics, decided when prometheus_client is imported.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="request-cost-prom-"))
 
-from bench.report import MAX_START_LOAD  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.harness import SHARED_DATA, LoadWatch, add_write_flags  # noqa: E402
+from bench.report import publish  # noqa: E402
 from bench.serve_load import digit_png  # noqa: E402
 
-CONTENT = {"content_type": "image/png"}
+
+class Headers:
+    """granian's RSGI headers, as far as the front reads them."""
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self._items = items
+
+    def items(self):
+        return list(self._items)
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for k, v in self._items if k == name]
+
+    def get(self, name: str, default=None):
+        return next((v for k, v in self._items if k == name), default)
+
+    def __contains__(self, name: str) -> bool:
+        return any(k == name for k, _ in self._items)
 
 
-def round_robin(pieces: dict, calls: int, clock=time.process_time) -> dict:
-    """Median microseconds of ``clock`` for each of ``pieces`` (name -> function), called once each per round.
+class Scope:
+    proto, query_string, client, http_version, scheme = "http", "", "127.0.0.1:50000", "1.1", "http"
 
-    The default clock is this process's CPU time (all its threads, so a predictor thread's work
-    counts): on a busy machine a 3 ms piece is often preempted and its wall time doubles, while
-    a 0.1 ms piece rarely is, so wall-time pieces would not add up to the wall-time whole.
-    """
+    def __init__(self, method: str, path: str, body: bytes, content_type: str):
+        self.method, self.path = method, path
+        self.headers = Headers([("host", "127.0.0.1:8000"), ("content-type", content_type),
+                                ("content-length", str(len(body)))])
+
+
+class Protocol:
+    """granian's RSGI protocol for one request whose whole body has arrived."""
+
+    def __init__(self, loop, body: bytes):
+        self.loop, self.body, self.status = loop, body, None
+
+    def __call__(self):
+        future = self.loop.create_future()
+        future.set_result(self.body)
+        return future
+
+    def response_bytes(self, status, headers, body):
+        self.status = status
+
+
+def driver(front, method: str, path: str, body: bytes, content_type: str):
+    """A function that runs one request through ``front``'s RSGI entry point and checks it answered 200."""
+    loop = asyncio.new_event_loop()
+    scope = Scope(method, path, body, content_type)
+
+    def one():
+        proto = Protocol(loop, body)
+        loop.run_until_complete(front.__rsgi__(scope, proto))
+        assert proto.status == 200, proto.status
+    return one
+
+
+def round_robin(pieces: dict, calls: int) -> dict:
+    """Median CPU microseconds of each piece, called once each per round."""
     for fn in pieces.values():
-        for _ in range(min(50, calls)):
+        for _ in range(min(100, calls)):
             fn()
     times = {name: [] for name in pieces}
     for _ in range(calls):
         for name, fn in pieces.items():
-            started = clock()
+            started = time.process_time()
             fn()
-            times[name].append(clock() - started)
+            times[name].append(time.process_time() - started)
     return {name: float(np.median(t)) * 1e6 for name, t in times.items()}
 
 
-def median_us(fn, calls: int) -> float:
-    """Median microseconds of ``fn()`` over ``calls`` calls, after a warm-up."""
-    for _ in range(min(50, calls)):
-        fn()
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)) * 1e6
+def without_hook(app, name: str, fn):
+    """``fn`` run with the app's request hook ``name`` left out."""
+    def run():
+        saved = {kind: dict(getattr(app, kind)) for kind in HOOK_LISTS}
+        try:
+            for kind in HOOK_LISTS:
+                hooks = getattr(app, kind)
+                hooks[None] = [h for h in hooks.get(None, []) if h.__name__ != name]
+            fn()
+        finally:
+            for kind in HOOK_LISTS:
+                getattr(app, kind).update(saved[kind])
+    return run
 
 
-def make_app(models: Path, backend: str, batching: bool):
-    """The server's app with one predictor, loaded and warmed up, and an empty route ``/_bench/empty``."""
-    from flask import Response
-
-    from serve.app import create_app
-
-    app = create_app({"MODELS": str(models), "BACKEND": backend, "POOL_SIZE": 1, "DYNAMIC_BATCHING": batching})
-    app.add_url_rule("/_bench/empty", "bench_empty", lambda: Response(b"ok"))
-    registry = app.extensions["registry"]
-    registry.done.wait(300)
-    if not registry.is_ready():
-        raise RuntimeError("the model did not load; see the log above")
-    return app
+HOOK_LISTS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
 
 
-def request_pieces(app, body: bytes, calls: int) -> dict:
-    """The whole request, the empty route on a bare Flask app and on ours (test client), the
-    preprocessing steps, and the backend called directly in this thread; round-robin."""
-    import cv2
+def measure(models: Path, data_dir: Path, calls: int) -> dict:
+    import orjson
     from flask import Flask, Response
 
-    from common import digit_image
-    from common.bundle import PredictorRunner, create_predictor
+    from common.datasets import read_mnist
+    from common.digit_image import normalize
+    from serve.app import create_app
+    from serve.front import Front
 
+    app = create_app({"MODELS": str(models), "POOL_SIZE": 1})
+    app.extensions["registry"].done.wait(300)
+    front = Front(app.wsgi_app, app.config["SERVE"], app.extensions["in_flight"])
+    x = normalize(read_mnist("test", data_dir, limit=1)[0][:1])
+    v2 = orjson.dumps({"inputs": [{"name": "image", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]})
+    png = digit_png(data_dir)
     bare = Flask("bare")
-    bare.add_url_rule("/_bench/empty", "bench_empty", lambda: Response(b"ok"))
-    bare_client, client = bare.test_client(), app.test_client()
-    response = client.post("/predict/digit", data=body, **CONTENT)
-    assert response.status_code == 200, response.get_data(as_text=True)
+    bare.add_url_rule("/empty", "empty", lambda: Response(b"ok"))
     mv = app.extensions["registry"].find("mnist")
-    pre, limit = mv.pipeline.preprocessor, app.config["SERVE"]["MAX_PIXELS"]
-    _, x = mv.pipeline.preview_and_inputs(body, limit)
-    image = pre.decode(body, limit)
-    if mv.platform == "paddle_inference":  # the pool's thread hand-off vs a predictor in this thread
-        direct = PredictorRunner(create_predictor(mv.bundle, threads=1)).run
-    else:
-        direct = getattr(mv.runner, "backend", mv.runner).run  # under a DynamicBatcher, the backend it wraps
-    pieces = {"whole": lambda: client.post("/predict/digit", data=body, **CONTENT),
-              "bare_empty": lambda: bare_client.get("/_bench/empty"),
-              "our_empty": lambda: client.get("/_bench/empty"),
-              "preprocess": lambda: mv.pipeline.preview_and_inputs(body, limit),
-              "header": lambda: digit_image._read_header(body),
-              "imdecode": lambda: cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED),
-              "to_mnist": lambda: pre.normalize(pre.to_mnist(image)),
-              "direct": lambda: direct([x])}
-    wall = round_robin({"whole_wall": pieces["whole"]}, calls, time.perf_counter)
-    return {**round_robin(pieces, calls), **wall, "platform": mv.platform, "answer": response.get_json()}
+    header = mv.pipeline.header(png)
+    v2_request = driver(front, "POST", "/v2/models/mnist/infer", v2, "application/json")
+    pieces = {
+        "v2": v2_request,
+        "digit": driver(front, "POST", "/predict/digit", png, "image/png"),
+        "bare": driver(Front(bare.wsgi_app, app.config["SERVE"]), "GET", "/empty", b"", "text/plain"),
+        "model": lambda: mv.runner.run([x]),
+        "preprocess": lambda: mv.pipeline.model_input(mv.pipeline.decode(png, 25_000_000, header)),
+        "json": lambda: np.asarray(orjson.loads(v2)["inputs"][0]["data"], np.float32),
+    }
+    hooks = {h.__name__ for kind in HOOK_LISTS for h in getattr(app, kind).get(None, [])}
+    for name in sorted(hooks):
+        pieces[f"hook:{name}"] = without_hook(app, name, v2_request)
+    return {"us": round_robin(pieces, calls), "platform": mv.platform}
 
 
-class NullBackend:
-    """Answers at once: what is left of a call through a wrapper is the wrapper's own cost."""
-
-    name = "null"
-
-    def run(self, inputs):
-        return inputs
-
-    def close(self):
-        pass
-
-
-def handoff_pieces(calls: int) -> dict:
-    """The hand-offs alone, around a backend that costs nothing: Paddle's predictor thread, the batcher."""
-    from concurrent.futures import Future
-
-    from serve.backends import PaddleBackend
-    from serve.batching import DynamicBatcher
-
-    x = [np.zeros((1, 1, 28, 28), np.float32)]
-    pool = PaddleBackend.__new__(PaddleBackend)  # its run() and thread loop, with a null predictor
-    pool.timeout, pool.size = 30.0, 1
-    import queue
-    import threading
-
-    pool.jobs = queue.Queue()
-
-    def serve():
-        while (job := pool.jobs.get()) is not None:
-            inputs, future = job
-            if future.set_running_or_notify_cancel():
-                future.set_result(inputs)
-
-    threading.Thread(target=serve, daemon=True).start()
-    batcher = DynamicBatcher(NullBackend(), 16, 2.0, 30.0, busy=lambda: 1)  # alone: no waiting for company
-    result = {"thread": median_us(lambda: pool.run(x), calls), "batcher": median_us(lambda: batcher.run(x), calls),
-              "future": median_us(lambda: Future().set_result(1), calls)}
-    pool.close()
-    return result
-
-
-def metric_pieces(app, calls: int) -> dict:
-    """The metric writes of one digit request, in multiprocess mode (as under gunicorn) and in memory."""
-    from prometheus_client import values
-
-    from serve import metrics as metrics_module
-
-    def writes(m):
-        def one_request():
-            m.track(+1)
-            m.batch_size.labels("mnist").observe(1)
-            m.inference.labels("mnist").observe(0.0003)
-            m.requests.labels("/predict/digit", "POST", "200").inc()
-            m.latency.labels("/predict/digit").observe(0.002)
-            m.track(-1)
-        return one_request
-
-    multiprocess = median_us(writes(app.extensions["metrics"]), calls)
-    saved, values.ValueClass = values.ValueClass, values.MutexValue
-    try:
-        in_memory = metrics_module.Metrics()
-    finally:
-        values.ValueClass = saved
-    return {"multiprocess": multiprocess, "in_memory": median_us(writes(in_memory), calls)}
-
-
-def misc_pieces(app, answer: dict, body: bytes, calls: int) -> dict:
-    """JSON encoding of the answer, a request id, and log records per request."""
-    import uuid
-
-    from flask import jsonify
-
-    from serve.errors import _SANE_ID
-
-    with app.app_context():
-        encode = median_us(lambda: jsonify(answer), calls)
-    records = []
-
-    class Count(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    counter = Count(level=logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(counter)
-    client = app.test_client()
-    try:
-        for _ in range(100):
-            client.post("/predict/digit", data=body, **CONTENT)
-    finally:
-        root.removeHandler(counter)
-    return {"json": encode, "request_id": median_us(lambda: _SANE_ID.match("") or uuid.uuid4().hex, calls),
-            "log_records": len(records) / 100}
-
-
-def table(t: dict, handoff: dict, metrics: dict, misc: dict) -> str:
-    whole = t["whole"]
-    # Paddle predictors run in their own threads (serve/backends.py); onnxruntime and OpenVINO in the request's.
-    handoff_us = handoff["thread"] if t["platform"] == "paddle_inference" else 0.0
-    rows = [
-        ("whole request, Flask test client (`POST /predict/digit`, 200x200 PNG)", t["whole"]),
-        ("decode + preprocess (DigitPipeline)", t["preprocess"]),
-        ("  of which the header check (Pillow: size, PNG chunk CRCs; before any pixel is decoded)", t["header"]),
-        ("  of which the PNG decode (cv2.imdecode)", t["imdecode"]),
-        ("  of which finding, cropping, centring the digit, normalising (to_mnist)", t["to_mnist"]),
-        (f"backend {t['platform']}, called directly", t["direct"]),
-        (f"the predictor-thread hand-off ({t['platform']}; wall time around a backend that does nothing)",
-         handoff_us),
-        ("werkzeug + Flask: empty route on a bare Flask app (test client)", t["bare_empty"]),
-        ("our before/after hooks: empty route on our app minus the bare app", t["our_empty"] - t["bare_empty"]),
-        ("  of which Prometheus writes of one request, multiprocess files (as under gunicorn)", metrics["multiprocess"]),
-        ("  of which the request id (uuid4)", misc["request_id"]),
-        ("JSON encoding of the answer (jsonify)", misc["json"]),
-    ]
-    counted = [us for label, us in rows[1:] if not label.startswith("  ")]
-    rows.append(("the rest: route code (model lookup, answer building), test-client environ", whole - sum(counted)))
-    lines = ["CPU time of this process per request (medians, pieces timed round-robin):", "",
-             "| piece | CPU us per request | share of the whole |", "|---|---:|---:|"]
-    lines += [f"| {label} | {us:.1f} | {us / whole:.0%} |" for label, us in rows]
-    lines += ["", f"For reference: the whole request's wall time {t['whole_wall']:.1f} us; Prometheus writes of one request in memory (no multiprocess mode) "
-                  f"{metrics['in_memory']:.1f} us; Paddle Inference's predictor-thread hand-off around a backend that "
-                  f"does nothing {handoff['thread']:.1f} us, the dynamic batcher's {handoff['batcher']:.1f} us "
-                  f"(alone, so it does not wait; a Future alone {handoff['future']:.1f} us); "
-                  f"log records per request: {misc['log_records']:g} (gunicorn's access log is off by default). "
-                  "Pieces marked \"of which\" are timed alone and are part of the line above them."]
-    return "\n".join(lines)
+def markdown(result: dict, watch: LoadWatch) -> str:
+    us = result["us"]
+    rows = [("V2 JSON request, whole (`POST /v2/models/mnist/infer`, 16 kB)", us["v2"]),
+            ("drawing request, whole (`POST /predict/digit`, 200x200 PNG)", us["digit"]),
+            ("Flask alone: an empty route behind the same front", us["bare"]),
+            (f"the model ({result['platform']}), called directly at batch 1", us["model"]),
+            ("the PNG's decoding and preprocessing, called directly", us["preprocess"]),
+            ("the V2 body parsed (orjson) into a float32 array", us["json"])]
+    rows += [(f"hook `{name[5:]}`: the V2 request with it, less without it", us["v2"] - value)
+             for name, value in sorted(us.items()) if name.startswith("hook:")]
+    lines = ["CPU time of this process per request (medians, pieces timed round-robin), through serve/front.py as "
+             "granian calls it (granian's Rust side and the network are not here: bench.serve_load).", "",
+             "| piece | CPU us |", "|---|---:|"]
+    lines += [f"| {label} | {value:.1f} |" for label, value in rows]
+    return "\n".join(lines) + "\n\n" + watch.note() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.request_cost", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", required=True, help="folder with a digits bundle named mnist")
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="MNIST files (for the test digit)")
-    p.add_argument("--backend", default="auto", choices=("auto", "paddle", "onnxruntime", "openvino"),
-                   help="the server's --backend (default: %(default)s)")
+    p.add_argument("--models", required=True, type=Path, help="folder with a digits bundle named mnist")
+    p.add_argument("--data-dir", type=Path, default=SHARED_DATA, help="MNIST files (for the test digit)")
     p.add_argument("--calls", type=int, default=2000, help="calls per piece (default: %(default)s)")
-    p.add_argument("--write", action="store_true", help="write the request_cost section of docs/BENCHMARKS.md "
-                   f"(refused when the load average at the start is above {MAX_START_LOAD})")
+    add_write_flags(p)
     args = p.parse_args(argv)
-    start_load = os.getloadavg()[0]
     logging.basicConfig(level=logging.WARNING)  # the app's INFO lines at load are not what is measured
-    body = digit_png(Path(args.data_dir))
-    app = make_app(Path(args.models).resolve(), args.backend, batching=False)
-    pieces = request_pieces(app, body, args.calls)
-    text = table(pieces, handoff_pieces(args.calls), metric_pieces(app, args.calls),
-                 misc_pieces(app, pieces["answer"], body, args.calls))
-    load = f"{start_load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
-    text += f"\n\nLoad average (1 min, {os.cpu_count()} cores): {load}."
-    print(text)
-    if args.write:
-        from bench.report import busy_banner, update_section
-
-        text = busy_banner(start_load, allow_busy=False) + text
-
-        command = "nice python -m bench.request_cost " + " ".join(argv if argv is not None else sys.argv[1:])
-        update_section("request_cost", "Serving: what one request costs, piece by piece (in-process)", command, text)
+    watch = LoadWatch()
+    result = measure(args.models.resolve(), args.data_dir, args.calls)
+    command = "nice python -m bench.request_cost " + " ".join(argv if argv is not None else sys.argv[1:])
+    publish("request_cost", "Serving: what one request costs, piece by piece (in-process)", markdown(result, watch),
+            command, watch, args.allow_busy, write=not args.no_write)
     return 0
 
 

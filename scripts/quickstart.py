@@ -65,7 +65,7 @@ Call the API from another terminal ({digit_png} is a {label}):
       (V2 takes the model's own input: features already normalised, as Triton would; all zeros = an average house)
   curl {url}/metrics
   curl {url}/openapi.json
-(docs/SERVING.md has every endpoint; for production, run it under gunicorn as it shows.)
+(docs/SERVING.md has every endpoint, the production server's limits, containers and Kubernetes.)
 """, flush=True)
     serve = ["serve", "--models", str(BUNDLES), "--port", str(args.port)]
     if args.no_serve:

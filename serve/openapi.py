@@ -5,9 +5,9 @@ from flask import Blueprint, jsonify
 
 from common.bundle import DTYPES
 from common.housing import FEATURE_NAMES
+from common.version import toolkit_version
 
 from . import registry
-from .v2 import SERVER_VERSION
 
 bp = Blueprint("openapi", __name__)
 
@@ -100,7 +100,7 @@ def document() -> dict:
                 {**_ok("Output tensors"), **_errors(400, 404, 413, 415, 422, 503, v2=True)}, _infer_body())
     return {
         "openapi": "3.0.3",
-        "info": {"title": "Paddle toolkit prediction service", "version": SERVER_VERSION,
+        "info": {"title": "Paddle toolkit prediction service", "version": toolkit_version(),
                  "description": "Digits and house prices; friendly API, KServe V2 (Open Inference Protocol) "
                                 "REST API, metrics and a drawing page. Errors: {error: {code, message, request_id}}; "
                                 "on /v2 routes the protocol's {error: message}."},

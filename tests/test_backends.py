@@ -77,17 +77,19 @@ def models(mnist_bundle, housing_bundle, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def auto(models, tmp_path_factory):
-    """The development server with no --backend: auto is the default."""
-    server = Server.ready([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}", "--pool-size", "1"],
-                   tmp_path_factory.mktemp("auto") / "server.log")
+    """The production server with no --backend: auto is the default. One worker: each worker times the
+    backends itself, so two would answer the stats table with their own figures."""
+    server = Server.ready([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}", "--workers", "1"],
+                          tmp_path_factory.mktemp("auto") / "server.log")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def openvino(models, tmp_path_factory):
-    server = Server.ready([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}", "--pool-size", "2",
-                    "--backend", "openvino"], tmp_path_factory.mktemp("openvino") / "server.log")
+    server = Server.ready([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}", "--workers", "1",
+                           "--request-threads", "2", "--backend", "openvino"],
+                          tmp_path_factory.mktemp("openvino") / "server.log")
     yield server
     server.stop()
 

@@ -296,7 +296,8 @@ def test_publishing_a_release_serves_both_versions(small, tmp_path):
         "the previous release's bundles are hard-linked, not copied"
 
     port = free_port()
-    server = Process([sys.executable, "-m", "serve", "--models", str(release), "--port", str(port)], cwd=ROOT,
+    server = Process([sys.executable, "-m", "serve", "--models", str(release), "--port", str(port), "--workers", "1"],
+                     cwd=ROOT,
                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, log=tmp_path / "serve.log",
                      url=f"http://127.0.0.1:{port}")
     try:

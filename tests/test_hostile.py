@@ -32,7 +32,7 @@ from tests.servers import Server, raw_request, rss_bytes, serve_command
 
 HOUSE = [0.00632, 18.0, 2.31, 0.0, 0.538, 6.575, 65.2, 4.09, 1.0, 296.0, 15.3, 396.9, 4.98]
 ATTACKERS = 64  # connections per attack kind
-HOLD_S = 4.0  # how long each attack is held while normal requests are timed
+HOLD_S = 3.0  # how long each attack is held while normal requests are timed
 HEADER_TIMEOUT_S, BODY_TIMEOUT_S = 2, 1  # the test server's (short) timeouts, so attacks resolve quickly
 
 

@@ -59,7 +59,7 @@ def browser(sync_api):
 def start_server(models: Path, log: Path) -> Server:
     """``python -m serve`` on ``models``, once every model is ready."""
     return Server.ready([sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}",
-                         "--pool-size", "1"], log)
+                         "--workers", "1"], log)
 
 
 def models_folder(root: Path, bundles: dict[str, Path]) -> Path:

@@ -678,7 +678,8 @@ def onnx_server(mnist_checkpoint, housing_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx-models")
     export_checkpoint(mnist_checkpoint, root / "mnist", onnx=True)
     export_checkpoint(housing_checkpoint, root / "housing", onnx=False)
-    server = Server([sys.executable, "-m", "serve", "--models", str(root), "--port", "{port}", "--backend", "onnxruntime"],
+    server = Server([sys.executable, "-m", "serve", "--models", str(root), "--port", "{port}", "--backend", "onnxruntime",
+                     "--workers", "1"],
                     root.parent / "onnx-server.log")
     try:
         server.wait("/v2/health/ready")
@@ -756,8 +757,8 @@ def test_drawing_page_predicts_drawn_digits(prod):
 
 def test_schemathesis_finds_no_server_errors(prod, tmp_path):
     cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", prod.url + "/openapi.json", "--checks", "not_a_server_error",
-           "--max-examples", "25", "--phases", "examples,coverage,fuzzing", "--request-timeout", "10",
-           "--max-time", "40", "--workers", "2", "--seed", "1", "--no-color", "--suppress-health-check", "all",
+           "--max-examples", "15", "--phases", "examples,coverage,fuzzing", "--request-timeout", "10",
+           "--max-time", "15", "--workers", "2", "--seed", "1", "--no-color", "--suppress-health-check", "all",
            "--report-dir", str(tmp_path)]
     proc = subprocess.run(cmd, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

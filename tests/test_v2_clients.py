@@ -72,15 +72,15 @@ def models(mnist_bundle, housing_bundle, tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module", params=["dev", "gunicorn"])
+@pytest.fixture(scope="module", params=["production", "gunicorn"])
 def server(request, models, tmp_path_factory):
     log = tmp_path_factory.mktemp(request.param) / "server.log"
-    if request.param == "dev":
+    if request.param == "production":
         args = [sys.executable, "-m", "serve", "--models", str(models), "--port", "{port}"]
         env = None
     else:
-        # Sync workers (no --threads): they close the connection after every answer, which the
-        # clients' keep-alive pools must survive. tests/test_serve.py covers gthread workers.
+        # The documented alternative, sync workers (no --threads): they close the connection after
+        # every answer, which the clients' keep-alive pools must survive.
         args = [sys.executable, "-m", "gunicorn", "-c", "serve/gunicorn_conf.py", "-w", "2",
                 "-b", "127.0.0.1:{port}", "serve.app:create_app()"]
         env = {"SERVE_MODELS": str(models), "PROMETHEUS_MULTIPROC_DIR": str(log.parent / "prom")}
