@@ -76,13 +76,24 @@ def _slow_headers(sock: socket.socket, until: float) -> str:
     """The request line and headers, one byte every half second (slowloris)."""
     for byte in b"POST /predict/house HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 100:
         if time.monotonic() > until:
-            return "still open"
+            break
         try:
             sock.send(bytes([byte]))
         except OSError:
             return "closed by server"
         time.sleep(0.5)
-    return "sent all"
+    return _closed_within(sock, HEADER_TIMEOUT_S + 1)
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> str:
+    """Whether the server closes the connection within ``seconds`` (without having answered)."""
+    sock.settimeout(seconds)
+    try:
+        return "closed by server" if sock.recv(200) == b"" else "answered"
+    except socket.timeout:
+        return "still open"
+    except OSError:
+        return "closed by server"
 
 
 def _slow_body(sock: socket.socket, until: float) -> str:
