@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
 VENVS = ROOT / ".bench" / "venvs"
 LEVELS = (1, 8, 32)
+WARMUP_S = 5  # seconds of load at concurrency 8 before the measured runs, for every server alike
 PATH = "/v2/models/mnist/infer"
 TARGETS = {"ratio_to_best_peer": 1.2, "cpu_ms_per_request": 0.5, "p99_ms_at_32": 25.0}
 # row -> (label, peer environment or None for ours)
@@ -128,7 +129,7 @@ def measure(row: str, bundle: Path, body: bytes, work: Path, seconds: float) -> 
         if status != 200:
             raise RuntimeError(f"{row}: the request answered {status}:\n{running.log.read_text()[-2000:]}")
         script = write_wrk_script(work, "v2", body, "application/json")
-        wrk_load(port, PATH, script, 8, 2, running.pids())  # warm-up, not reported
+        wrk_load(port, PATH, script, 8, WARMUP_S, running.pids())  # warm-up, not reported
         levels = {c: wrk_load(port, PATH, script, c, seconds, running.pids()) for c in LEVELS}
     finally:
         running.stop()

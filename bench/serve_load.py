@@ -120,7 +120,7 @@ def measure(rows: list[str], models: Path, script: Path, seconds: float, tmp: Pa
         running = launch(row, models, tmp / f"{row}.log", port)
         try:
             backend = "-" if ROWS[row][1] is None else backend_of(port)
-            wrk_load(port, PATH, script, 8, 3)  # warm connections and caches, not reported
+            wrk_load(port, PATH, script, 8, 5)  # warm connections and caches, not reported
             levels = {c: wrk_load(port, PATH, script, c, seconds, running.pids()) for c in LEVELS}
         finally:
             running.stop()
