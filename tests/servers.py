@@ -68,6 +68,13 @@ class Server:
             time.sleep(0.1)
         raise AssertionError(f"{path} not 200 after {timeout} s:\n{self.log()}")
 
+    def scrape(self) -> str:
+        """``/metrics``, once every worker has written its last requests' figures (serve.metrics.FLUSH_S)."""
+        from serve.metrics import FLUSH_S
+
+        time.sleep(FLUSH_S + 0.3)
+        return self.get("/metrics").text
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 

@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,9 @@ def test_the_image_command_starts_and_reaches_ready(tmp_path, models):
         assert digit.status_code == 200 and 0 <= digit.json()["digit"] <= 9, digit.text
         house = requests.post(f"{server.url}/predict/house", json=HOUSE, timeout=30)
         assert house.status_code == 200 and house.json()["unit"] == "$1000s", house.text
+        from serve.metrics import FLUSH_S
+
+        time.sleep(FLUSH_S + 0.3)  # every worker has written its requests' figures
         metrics = requests.get(f"{server.url}/metrics", timeout=30).text
         assert 'serve_requests_total{method="POST",route="/predict/digit",status="200"}' in metrics
 

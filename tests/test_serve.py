@@ -334,8 +334,8 @@ def test_digit_batch_runs_as_one_predictor_call(prod, digits):
     images, _ = digits
     files = [("file", (f"{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
     assert prod.post("/predict/digit", files=files).status_code == 200
-    assert 'serve_batch_size_bucket{le="16.0",model="mnist"}' in prod.get("/metrics").text
-    metrics = prod.get("/metrics").text
+    metrics = prod.scrape()
+    assert 'serve_batch_size_bucket{le="16.0",model="mnist"}' in metrics
     below8 = float(metrics.split('serve_batch_size_bucket{le="8.0",model="mnist"} ')[1].split()[0])
     below16 = float(metrics.split('serve_batch_size_bucket{le="16.0",model="mnist"} ')[1].split()[0])
     assert below16 - below8 >= 1  # a call of 12 images, not 12 calls of one
@@ -536,7 +536,7 @@ def test_request_id_is_echoed_when_sane(prod):
 
 def test_metrics(prod):
     prod.get("/nope")
-    text = prod.get("/metrics").text
+    text = prod.scrape()
     assert 'serve_requests_total{method="POST",route="/predict/digit",status="200"}' in text
     assert 'route="(unmatched)",status="404"' in text
     assert "serve_request_duration_seconds_bucket" in text and "serve_requests_in_flight" in text
@@ -598,7 +598,7 @@ def test_metrics_add_up_workers(batched):
     assert (folder / "keep.txt").read_text() == "the user's" and not (folder / "counter_1.db").exists()
     for _ in range(6):
         batched.get("/v2/health/live")
-    text = batched.get("/metrics").text
+    text = batched.scrape()
     line = next(l for l in text.splitlines() if l.startswith('serve_requests_total{method="GET",route="/v2/health/live"'))
     assert float(line.split()[-1]) >= 6  # whichever worker answered the scrape
     assert "serve_batch_size_bucket" in text
@@ -762,4 +762,4 @@ def test_schemathesis_finds_no_server_errors(prod, tmp_path):
            "--report-dir", str(tmp_path)]
     proc = subprocess.run(cmd, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert 'status="500"' not in prod.get("/metrics").text  # nor did any earlier test cause one
+    assert 'status="500"' not in prod.scrape()  # nor did any earlier test cause one
