@@ -217,7 +217,7 @@ def soak_markdown(s: dict, seconds: int, watch: LoadWatch) -> str:
                     fmt="{:+.1%}"),
               Check("req/s last tenth / first tenth", t[-1]["rps"] / t[0]["rps"], TARGETS["soak_last_first"],
                     fmt="{:.2f}")]
-    return "\n".join(lines) + verdict_table(checks) + "\n\n" + watch.note() + "\n"
+    return "\n".join(lines) + "\n" + verdict_table(checks) + "\n\n" + watch.note() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
