@@ -34,6 +34,7 @@ class Runtime:
     name = ""                 # key in RUNTIMES: the --backend value and the manifest's key
     platform = ""             # what V2 model metadata and the server's table call it
     package: str | None = None  # the module it needs beyond paddle
+    extra = ""                # the package extra that installs it (pyproject.toml)
     reads_onnx = False        # runs inference.onnx (else the Paddle graph)
     devices = ("cpu", "gpu")  # where it can run
     sharing = "shared"        # how threads may use its runners (module docstring)
@@ -48,7 +49,7 @@ class Runtime:
         try:
             importlib.import_module(self.package)
         except ImportError as exc:
-            return f"the {self.package} package is not installed (pip install -r requirements.txt): {exc}"
+            return f"the {self.package} package is not installed (pip install 'paddle-d2s-toolkit[{self.extra}]'): {exc}"
         return None
 
     def unavailable(self, folder: str | Path, device: str = "cpu") -> str | None:
@@ -215,6 +216,7 @@ class OnnxRuntime(Runtime):
     """onnxruntime on the bundle's inference.onnx."""
 
     name, platform, package, reads_onnx, sharing = "onnxruntime", "onnxruntime", "onnxruntime", True, "shared"
+    extra = "onnx"
 
     def open(self, folder, *, input_names=None, device="cpu", threads=1, streams=1, **switches):
         return OnnxEngine(onnx_session(Path(folder) / f"{PREFIX}.onnx", threads=threads, device=device))
@@ -270,6 +272,7 @@ class OpenVino(Runtime):
     """OpenVINO's CPU plugin on the bundle's inference.onnx, in FP32."""
 
     name, platform, package, reads_onnx, sharing = "openvino", "openvino", "openvino", True, "borrow"
+    extra = "openvino"
 
     def open(self, folder, *, input_names=None, device="cpu", threads=1, streams=1, **switches):
         return OpenVinoEngine(openvino_model(Path(folder) / f"{PREFIX}.onnx", threads=threads, streams=streams))

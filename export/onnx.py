@@ -13,7 +13,7 @@ from common.bundle import PREFIX, graph_file
 
 # What the conversion child runs (see to_onnx): graph, weights, target file from argv.
 ONNX_CHILD = "import sys, paddle2onnx; paddle2onnx.export(sys.argv[1], sys.argv[2], save_file=sys.argv[3])"
-ONNX_MISSING = "ONNX export needs paddle2onnx (pip install -r requirements.txt): {reason}"
+ONNX_MISSING = "ONNX export needs paddle2onnx (pip install 'paddle-d2s-toolkit[export]'): {reason}"
 
 
 def onnx_missing() -> str | None:

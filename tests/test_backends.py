@@ -293,8 +293,8 @@ def test_forced_backend_not_installed_stops_the_server_with_one_line(models, tmp
                           env={**os.environ, "PYTHONPATH": str(hidden.parent)})
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("serve:")]
-    assert lines == ["serve: error: --backend openvino: the openvino package is not installed (pip install -r "
-                     "requirements.txt): No module named openvino (hidden by the test)"], proc.stderr
+    assert lines == ["serve: error: --backend openvino: the openvino package is not installed (pip install "
+                     "'paddle-d2s-toolkit[openvino]'): No module named openvino (hidden by the test)"], proc.stderr
     assert "Traceback" not in proc.stderr
 
 
