@@ -7,11 +7,8 @@ other bundle.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +23,7 @@ import yaml
 from referencing import Registry, Resource
 
 from .conftest import ROOT
+from .servers import free_port, stop_group
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 INFERENCE_SERVICE = ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
@@ -46,13 +44,6 @@ def export_small_bundles(models: Path, runs: Path, data_dir: Path) -> Path:
     export_checkpoint(digits["best_checkpoint"], models / "mnist" / "1", force=True)
     export_checkpoint(houses["best_checkpoint"], models / "housing" / "1", force=True)
     return models
-
-
-def free_port() -> int:
-    """A port nobody listens on now (bind to port 0, read it, release it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drawn_digit_png(digit: str = "7") -> bytes:
@@ -95,15 +86,7 @@ class Process:
 
     def stop(self, timeout: float = 40) -> int | None:
         """SIGTERM, as ``docker stop`` and Kubernetes send it; the exit status, or None if it had to be killed."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-                return None
-        return self.proc.returncode
+        return stop_group(self.proc, timeout)
 
 
 # --- the image's command, run as a plain process --------------------------------------------------

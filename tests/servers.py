@@ -85,15 +85,21 @@ class Server:
 
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM, as ``docker stop`` and Kubernetes send it; the exit status, or None if it had to be killed."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-                return None
-        return self.proc.returncode
+        return stop_group(self.proc, timeout)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float) -> int | None:
+    """SIGTERM to a server started in its own session; after ``timeout`` s, SIGKILL to its whole group.
+    The exit status, or None if it had to be killed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            return None
+    return proc.returncode
 
 
 def rss_bytes(pid: int) -> int:

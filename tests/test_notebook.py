@@ -17,7 +17,7 @@ import pytest
 from nbclient import NotebookClient
 
 from .conftest import ROOT
-from .deploy_helpers import free_port
+from .servers import free_port
 
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 KERNEL = "paddle-d2s-test"
