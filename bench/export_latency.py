@@ -72,7 +72,7 @@ def runners(bundle: Path, checkpoint: Path):
     import paddle
     import paddle.base.core as core
 
-    from common.bundle import PredictorRunner, create_predictor, openvino_model, openvino_run
+    from common.runtimes import PredictorRunner, create_predictor, openvino_model, openvino_run
     from export.parity import onnx_session
     from export.pipeline import plan_from_checkpoint
 
@@ -124,7 +124,7 @@ def paddle_settings(bundle: Path, images: dict) -> list[dict]:
     import paddle
     from paddle import inference
 
-    from common.bundle import PredictorRunner, predictor_config
+    from common.runtimes import PredictorRunner, predictor_config
 
     def level(n):
         return lambda c: c.set_optimization_level(n)
@@ -183,7 +183,7 @@ def breakdown(bundle: Path, checkpoint: Path, x: np.ndarray) -> dict:
     import paddle
     import paddle.base.core as core
 
-    from common.bundle import create_predictor
+    from common.runtimes import create_predictor
     from export.pipeline import plan_from_checkpoint
 
     core.set_num_threads(1)

@@ -76,7 +76,8 @@ class DigitModel:
     """A digit bundle as the server runs it: its DigitPipeline and a Paddle Inference predictor."""
 
     def __init__(self, bundle: str | Path):
-        from common.bundle import PredictorRunner, create_predictor, read_bundle
+        from common.bundle import read_bundle
+        from common.runtimes import PredictorRunner, create_predictor
         from serve.config import DEFAULTS
         from serve.pipelines import DigitPipeline
 

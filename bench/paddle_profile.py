@@ -38,7 +38,8 @@ def child(bundle_dir: str, calls: int) -> None:
     """Time the calls without and with the profiler; the profiler's table follows on destruction."""
     from paddle import inference
 
-    from common.bundle import PredictorRunner, predictor_config, read_bundle
+    from common.bundle import read_bundle
+    from common.runtimes import PredictorRunner, predictor_config
 
     bundle = read_bundle(bundle_dir)
     x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)

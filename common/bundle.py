@@ -266,15 +266,3 @@ def _is_tensor(t) -> bool:
             and isinstance(shape, list) and len(shape) >= 1
             and all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1) for d in shape))
 
-
-# Runtime construction moved to common/runtimes.py; these names stay importable from here.
-_RUNTIME_NAMES = ("predictor_config", "create_predictor", "PredictorRunner", "openvino_model", "openvino_run")
-
-
-def __getattr__(name: str):
-    """``from common.bundle import create_predictor`` and the like: the objects in ``common.runtimes``."""
-    if name in _RUNTIME_NAMES:
-        from . import runtimes
-
-        return getattr(runtimes, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -223,7 +223,7 @@ def test_damaged_bundle_is_refused_and_the_others_serve(prod):
 
 
 def test_server_follows_the_bundles_preprocessing(prod, digits, models_dir):
-    from common.bundle import PredictorRunner, create_predictor
+    from common.runtimes import PredictorRunner, create_predictor
     from common.digit_image import DigitPreprocessor
 
     image = png(255 - cv2.resize(digits[0][3], (112, 112)))
@@ -367,7 +367,7 @@ def test_house_list_object_and_batch(prod, housing_bundle):
     bundle = read_bundle(housing_bundle)
     pre = bundle.info["PreProcess"]
     x = ((np.array([HOUSE]) - np.array(pre["mean"])) / np.array(pre["std"])).astype(np.float32)
-    from common.bundle import PredictorRunner, create_predictor
+    from common.runtimes import PredictorRunner, create_predictor
     want = float(PredictorRunner(create_predictor(bundle, mkldnn=False)).run(x)[0][0, 0])
     assert math.isclose(single["price"], want, rel_tol=1e-4)
 

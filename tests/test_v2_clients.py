@@ -15,7 +15,7 @@ import requests
 import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
-from common.bundle import PredictorRunner, create_predictor
+from common.runtimes import PredictorRunner, create_predictor
 from common.datasets import read_mnist
 from common.digit_image import normalize
 from tests.test_serve import Server, png
